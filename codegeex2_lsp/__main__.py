@@ -1,0 +1,3 @@
+from codegeex2_lsp.cli import main
+
+raise SystemExit(main())

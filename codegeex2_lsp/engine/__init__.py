@@ -1,0 +1,1 @@
+"""Everything that knows torch: tokenizer, checkpoint loading, generation, the worker thread."""
