@@ -1,0 +1,247 @@
+"""Build the model's prompt from a document snapshot: pure functions on strings and token ids.
+
+The prompt is the language tag line, a newline, then the text before the cursor, trimmed from
+the top to a token budget. Consecutive keystrokes must produce prompts that share almost all of
+their tokens, so the engine can reuse the KV cache of the previous prompt; the window's start
+therefore moves in coarse steps instead of following every keystroke.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+Encode = Callable[[str], list[int]]
+PositionEncoding = Literal["utf-16", "utf-8", "utf-32"]
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """An immutable prompt, safe to hand to the engine's worker thread.
+
+    ``first_line`` counts lines split at ``"\\n"`` only (a lone ``"\\r"`` does not start a line
+    here), which matches the LSP line number for documents with LF or CRLF endings. It equals the
+    number of prefix lines when nothing of the prefix is kept.
+    """
+
+    text: str
+    ids: tuple[int, ...]
+    first_line: int
+    trimmed: bool
+
+
+class LineTokenCache:
+    """Token ids per line, so a keystroke re-tokenizes only the line that changed.
+
+    Bounded LRU: a long editing session sees many distinct lines, and memory must not grow with
+    it. Meant to be used from one thread (the event loop that builds prompts).
+    """
+
+    def __init__(self, encode: Encode, max_entries: int = 20000) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.encode = encode
+        self._max_entries = max_entries
+        self._ids: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def encode_line(self, line: str) -> tuple[int, ...]:
+        ids = self._ids.get(line)
+        if ids is not None:
+            self._ids.move_to_end(line)
+            return ids
+        ids = tuple(self.encode(line))
+        self._ids[line] = ids
+        if len(self._ids) > self._max_entries:
+            self._ids.popitem(last=False)
+        return ids
+
+
+def _lines_from_end(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each line of ``text``, last line first; lines keep their ``"\\n"``.
+
+    Walking from the end touches only the lines that can fit in the budget, however long the
+    document is.
+    """
+    end = len(text)
+    while end > 0:
+        start = text.rfind("\n", 0, end - 1) + 1
+        yield start, end
+        end = start
+
+
+def _line_count(text: str) -> int:
+    if not text:
+        return 0
+    return text.count("\n") + (0 if text.endswith("\n") else 1)
+
+
+def _fits(encode: Encode, text: str, budget: int) -> bool:
+    return len(encode(text)) <= budget
+
+
+def _tail_start(encode: Encode, line: str, budget: int) -> int:
+    """Where to cut ``line`` so that the rest encodes to at most ``budget`` tokens.
+
+    The cut lies on a grid of about half a budget's worth of characters, so that typing at the
+    end of the line keeps the cut (and the prompt's first tokens) in place until the budget
+    forces a jump. When the grid would keep nothing, the cut is searched character by character.
+    The search is a bisection: token counts of suffixes are not strictly monotonic, but the
+    result always fits, because the upper end of the interval only ever moves to a fitting cut.
+    """
+    grid = max(1, budget // 2)
+    positions = [*range(0, len(line), grid), len(line)]
+    cut = positions[_first_fitting(encode, line, positions, budget)]
+    if cut == len(line) and grid > 1:
+        fine = list(range(max(0, cut - grid), len(line) + 1))
+        cut = fine[_first_fitting(encode, line, fine, budget)]
+    return cut
+
+
+def _first_fitting(encode: Encode, line: str, positions: list[int], budget: int) -> int:
+    """Index of the first position whose suffix fits, assuming the last one does."""
+    lo, hi = -1, len(positions) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fits(encode, line[positions[mid] :], budget):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def build_prompt(
+    prefix: str,
+    *,
+    tag_line: str | None,
+    cache: LineTokenCache,
+    budget: int,
+    step_lines: int = 16,
+) -> Prompt:
+    """The tag line and as much of ``prefix`` as fits in ``budget`` tokens, kept from the end.
+
+    The kept prefix starts at a line whose index is a multiple of ``step_lines`` (the smallest
+    such that the rest fits), so appending text at the cursor leaves the start, and the prompt's
+    leading tokens, unchanged until the budget forces a jump of at least ``step_lines`` lines.
+    When no step-aligned line fits, the start falls back to the first line that fits; when not
+    even the last line fits, the tail of that line is kept (cut by characters, measured in
+    tokens), because the model needs the text right before the cursor more than anything else.
+
+    The tag line counts against the budget. The prompt never exceeds the budget: when the tag
+    line alone does not fit, it is dropped and the prefix gets the whole budget, since the code
+    before the cursor says more than the tag. ``ids`` equals ``encode(text)`` as long as the
+    tokenizer never merges across ``"\\n"``, which holds for the ChatGLM2 tokenizer.
+    """
+    if step_lines < 1:
+        raise ValueError(f"step_lines must be at least 1, got {step_lines}")
+    line_count = _line_count(prefix)
+    if budget <= 0:
+        return Prompt(text="", ids=(), first_line=line_count, trimmed=bool(prefix))
+
+    head_text = ""
+    head_ids: tuple[int, ...] = ()
+    if tag_line:
+        tag_ids = cache.encode_line(tag_line + "\n")
+        if len(tag_ids) <= budget:
+            head_text, head_ids = tag_line + "\n", tag_ids
+    remaining = budget - len(head_ids)
+
+    kept: list[tuple[int, tuple[int, ...]]] = []
+    used = 0
+    for start, end in _lines_from_end(prefix):
+        line = prefix[start:end]
+        # The unfinished last line changes with every keystroke: caching it would only churn
+        # the cache.
+        ids = cache.encode_line(line) if line.endswith("\n") else tuple(cache.encode(line))
+        if used + len(ids) > remaining:
+            break
+        kept.append((start, ids))
+        used += len(ids)
+
+    if len(kept) == line_count:
+        return Prompt(
+            text=head_text + prefix, ids=head_ids + _concat(kept), first_line=0, trimmed=False
+        )
+
+    first_fitting = line_count - len(kept)
+    aligned = -(-first_fitting // step_lines) * step_lines
+    if aligned < line_count:
+        kept = kept[: line_count - aligned]
+    if kept:
+        start = kept[-1][0]
+        return Prompt(
+            text=head_text + prefix[start:],
+            ids=head_ids + _concat(kept),
+            first_line=line_count - len(kept),
+            trimmed=True,
+        )
+
+    last_start = prefix.rfind("\n", 0, len(prefix) - 1) + 1
+    last = prefix[last_start:]
+    tail = last[_tail_start(cache.encode, last, remaining) :]
+    return Prompt(
+        text=head_text + tail,
+        ids=head_ids + tuple(cache.encode(tail)),
+        first_line=line_count - 1 if tail else line_count,
+        trimmed=True,
+    )
+
+
+def _concat(kept: list[tuple[int, tuple[int, ...]]]) -> tuple[int, ...]:
+    """Ids of the kept lines in document order (``kept`` runs from the last line up)."""
+    return tuple(token for _, ids in reversed(kept) for token in ids)
+
+
+def _units(char: str, encoding: PositionEncoding) -> int:
+    code = ord(char)
+    if encoding == "utf-16":
+        return 2 if code > 0xFFFF else 1
+    if encoding == "utf-8":
+        return 1 if code < 0x80 else 2 if code < 0x800 else 3 if code < 0x10000 else 4
+    return 1
+
+
+def split_document(
+    text: str, line: int, character: int, encoding: PositionEncoding = "utf-16"
+) -> tuple[str, str]:
+    """(text before, text after) an LSP position.
+
+    Lines end at ``"\\n"``, ``"\\r\\n"`` or a lone ``"\\r"``, as the protocol says. ``character``
+    counts code units of ``encoding``. Out-of-range positions are clamped rather than rejected,
+    because clients send stale positions while the document changes under them: a character past
+    the end of its line means the line's end, and a line past the document's last means the
+    document's end. A position inside a character (half a surrogate pair, part of a UTF-8
+    sequence) falls back to that character's start. Negative values break the protocol and
+    raise ``ValueError``.
+    """
+    if line < 0 or character < 0:
+        raise ValueError(f"negative position: line {line}, character {character}")
+    line_start = 0
+    if line:
+        breaks = _LINE_BREAK.finditer(text)
+        for _ in range(line):
+            found = next(breaks, None)
+            if found is None:
+                return text, ""
+            line_start = found.end()
+    found = _LINE_BREAK.search(text, line_start)
+    line_end = found.start() if found else len(text)
+
+    offset = line_start
+    if encoding == "utf-32":
+        offset = min(line_start + character, line_end)
+    else:
+        units = 0
+        while offset < line_end:
+            units += _units(text[offset], encoding)
+            if units > character:
+                break
+            offset += 1
+    return text[:offset], text[offset:]
