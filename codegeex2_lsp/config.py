@@ -1,0 +1,326 @@
+"""The one typed settings object, and the rules for building it from every source.
+
+Settings come from defaults, then command-line flags, then ``initializationOptions``, then
+``workspace/didChangeConfiguration`` (section ``codegeex2``). Every source goes through
+:func:`apply_updates`, so a value is checked the same way wherever it came from, and a bad
+value never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SECTION = "codegeex2"
+"""The configuration section clients send settings under."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the server, fully defaulted; field names are snake_case of the LSP keys."""
+
+    model: str = "THUDM/codegeex2-6b"
+    device: str = "auto"
+    dtype: str = "auto"
+    max_context_tokens: int = 2048
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 0.95
+    top_k: int = 0
+    multiline: str = "auto"
+    candidates: int = 3
+    debounce_ms: int = 25
+
+    def load_key(self) -> tuple[str, str, str]:
+        """What the loaded model depends on: a change here means a reload."""
+        return (self.model, self.device, self.dtype)
+
+    def prompt_budget(self) -> int:
+        """Tokens left for the tag line and the code before the cursor.
+
+        The two prefix tokens ``[gMASK] sop`` and the generated tokens share the context with it.
+        """
+        return self.max_context_tokens - self.max_new_tokens - 2
+
+
+Check = Callable[[Any], Any]
+"""Turns a wire value into the field's value, or raises ValueError saying what is allowed."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting as users see it: its wire name, its check, and its documentation."""
+
+    key: str
+    field: str
+    kind: str
+    description: str
+    check: Check
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    metavar: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def default(self) -> Any:
+        return getattr(Settings(), self.field)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+def _choice(*allowed: str) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"one of {', '.join(repr(a) for a in allowed)}")
+        return value
+
+    return check
+
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(DEVICE_PATTERN, value):
+        raise ValueError("'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index) or 'mps'")
+    return value
+
+
+def _model(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a Hugging Face model id or a local directory")
+    return value.strip()
+
+
+def _integer(minimum: int, maximum: int) -> Check:
+    def check(value: Any) -> int:
+        # JSON from Lua and Emacs may carry integers as floats (64.0); booleans are never numbers.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"an integer from {minimum} to {maximum}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"an integer from {minimum} to {maximum}")
+        number = int(value)
+        if not minimum <= number <= maximum:
+            raise ValueError(f"an integer from {minimum} to {maximum}")
+        return number
+
+    return check
+
+
+def _number(minimum: float, maximum: float, *, open_minimum: bool = False) -> Check:
+    low = f"greater than {minimum}" if open_minimum else f"at least {minimum}"
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"a number {low} and at most {maximum}")
+        number = float(value)
+        too_low = number <= minimum if open_minimum else number < minimum
+        if too_low or number > maximum:
+            raise ValueError(f"a number {low} and at most {maximum}")
+        return number
+
+    return check
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(
+        "model",
+        "model",
+        "string",
+        "Hugging Face model id or local directory of a ChatGLM2/CodeGeeX2 checkpoint.",
+        _model,
+    ),
+    SettingSpec(
+        "device",
+        "device",
+        "string",
+        "Where the model runs: auto picks cuda, then mps, then cpu.",
+        _device,
+        pattern=DEVICE_PATTERN,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+    ),
+    SettingSpec(
+        "dtype",
+        "dtype",
+        "string",
+        "Weight precision: auto picks what is correct and fast on the device.",
+        _choice("auto", "bfloat16", "float16", "float32"),
+        choices=("auto", "bfloat16", "float16", "float32"),
+    ),
+    SettingSpec(
+        "maxContextTokens",
+        "max_context_tokens",
+        "integer",
+        "Tokens of context the model sees: prompt plus generated tokens.",
+        _integer(64, 8192),
+        minimum=64,
+        maximum=8192,
+    ),
+    SettingSpec(
+        "maxNewTokens",
+        "max_new_tokens",
+        "integer",
+        "Most tokens generated for one suggestion.",
+        _integer(1, 1024),
+        minimum=1,
+        maximum=1024,
+    ),
+    SettingSpec(
+        "temperature",
+        "temperature",
+        "number",
+        "Sampling temperature; 0 means greedy, the most likely continuation.",
+        _number(0.0, 2.0),
+        minimum=0.0,
+        maximum=2.0,
+    ),
+    SettingSpec(
+        "topP",
+        "top_p",
+        "number",
+        "Nucleus sampling: keep the most likely tokens up to this probability mass.",
+        _number(0.0, 1.0, open_minimum=True),
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    SettingSpec(
+        "topK",
+        "top_k",
+        "integer",
+        "Sample only among the K most likely tokens; 0 turns the limit off.",
+        _integer(0, 1000),
+        minimum=0,
+        maximum=1000,
+    ),
+    SettingSpec(
+        "multiline",
+        "multiline",
+        "string",
+        "Multi-line suggestions: auto (at the end of a line), always, or never.",
+        _choice("auto", "always", "never"),
+        choices=("auto", "always", "never"),
+    ),
+    SettingSpec(
+        "candidates",
+        "candidates",
+        "integer",
+        "Distinct suggestions offered on an explicitly invoked request.",
+        _integer(1, 10),
+        minimum=1,
+        maximum=10,
+    ),
+    SettingSpec(
+        "debounceMs",
+        "debounce_ms",
+        "integer",
+        "Milliseconds to wait before serving an automatic request; 0 disables.",
+        _integer(0, 2000),
+        minimum=0,
+        maximum=2000,
+    ),
+)
+
+SETTINGS_BY_KEY: dict[str, SettingSpec] = {spec.key: spec for spec in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Update:
+    """The result of applying one source of settings: the new settings and what to tell the user."""
+
+    settings: Settings
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def apply_updates(settings: Settings, raw: Mapping[str, Any] | None) -> Update:
+    """Apply the camelCase keys of ``raw`` on top of ``settings``.
+
+    A value that fails its check is reported and the previous value stays; an unknown key is
+    reported as a warning and ignored, so a typo never stops the server.
+    """
+    if raw is None:
+        return Update(settings)
+    if not isinstance(raw, Mapping):
+        return Update(settings, errors=(f"settings must be an object, got {type(raw).__name__}",))
+    changes: dict[str, Any] = {}
+    errors: list[str] = []
+    warnings: list[str] = []
+    for key, value in raw.items():
+        spec = SETTINGS_BY_KEY.get(key)
+        if spec is None:
+            warnings.append(f"unknown setting {key!r} ignored")
+            continue
+        if value is None:
+            continue
+        try:
+            changes[spec.field] = spec.check(value)
+        except ValueError as allowed:
+            errors.append(f"{SECTION}.{key}: {value!r} is not valid; expected {allowed}")
+    candidate = dataclasses.replace(settings, **changes)
+    if candidate.prompt_budget() < 16:
+        errors.append(
+            f"{SECTION}.maxNewTokens ({candidate.max_new_tokens}) leaves too little of "
+            f"{SECTION}.maxContextTokens ({candidate.max_context_tokens}) for the prompt; "
+            "keep maxNewTokens at most maxContextTokens - 18"
+        )
+        for field in ("max_context_tokens", "max_new_tokens"):
+            changes.pop(field, None)
+        candidate = dataclasses.replace(settings, **changes)
+    return Update(candidate, tuple(errors), tuple(warnings))
+
+
+def section_from_configuration(raw: Any) -> Mapping[str, Any] | None:
+    """Find our section in a ``didChangeConfiguration`` payload.
+
+    Clients differ: VS Code sends ``{"codegeex2": {...}}``, some send the section's own object,
+    others send settings for every server at once. Only a payload that names our section, or
+    that uses our keys, is taken.
+    """
+    if not isinstance(raw, Mapping):
+        return None
+    section = raw.get(SECTION)
+    if isinstance(section, Mapping):
+        return section
+    if any(key in SETTINGS_BY_KEY for key in raw):
+        return raw
+    return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A kebab-case flag for every setting; unset flags stay None so they override nothing."""
+    group = parser.add_argument_group("settings (the same as the LSP settings)")
+    for spec in SETTINGS:
+        metavar = spec.metavar or ("|".join(spec.choices) if spec.choices else spec.kind.upper())
+        group.add_argument(
+            spec.flag,
+            dest=spec.field,
+            metavar=metavar,
+            default=None,
+            type=_flag_type(spec),
+            help=f"{spec.description} (default: {spec.default})",
+        )
+
+
+def _flag_type(spec: SettingSpec) -> Callable[[str], Any]:
+    if spec.kind == "integer":
+        return int
+    if spec.kind == "number":
+        return float
+    return str
+
+
+def from_arguments(namespace: argparse.Namespace, base: Settings | None = None) -> Update:
+    """Settings from parsed flags, checked like any other source."""
+    raw = {
+        spec.key: getattr(namespace, spec.field)
+        for spec in SETTINGS
+        if getattr(namespace, spec.field, None) is not None
+    }
+    return apply_updates(base or Settings(), raw)

@@ -1,0 +1,155 @@
+"""Settings: defaults, every source through one check, bad values never replace good ones."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from codegeex2_lsp.config import (
+    SETTINGS,
+    Settings,
+    add_arguments,
+    apply_updates,
+    from_arguments,
+    section_from_configuration,
+)
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    defaults = {spec.key: spec.default for spec in SETTINGS}
+    assert defaults == {
+        "model": "THUDM/codegeex2-6b",
+        "device": "auto",
+        "dtype": "auto",
+        "maxContextTokens": 2048,
+        "maxNewTokens": 64,
+        "temperature": 0.0,
+        "topP": 0.95,
+        "topK": 0,
+        "multiline": "auto",
+        "candidates": 3,
+        "debounceMs": 25,
+    }
+
+
+def test_every_field_has_exactly_one_spec() -> None:
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert {spec.field for spec in SETTINGS} == fields
+    assert len(SETTINGS) == len(fields)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"model": "/models/cg2"}, {"model": "/models/cg2"}),
+        ({"device": "cuda:1"}, {"device": "cuda:1"}),
+        ({"device": "mps"}, {"device": "mps"}),
+        ({"dtype": "float16"}, {"dtype": "float16"}),
+        ({"maxNewTokens": 128.0}, {"max_new_tokens": 128}),
+        ({"temperature": 1}, {"temperature": 1.0}),
+        ({"topP": 1}, {"top_p": 1.0}),
+        ({"multiline": "never", "candidates": 1}, {"multiline": "never", "candidates": 1}),
+        ({"debounceMs": 0}, {"debounce_ms": 0}),
+        ({"topK": None}, {}),
+    ],
+)
+def test_valid_values_apply(raw: dict[str, object], expected: dict[str, object]) -> None:
+    update = apply_updates(Settings(), raw)
+    assert update.errors == ()
+    assert update.settings == dataclasses.replace(Settings(), **expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "allowed"),
+    [
+        ({"device": "gpu"}, "device", "'cuda:N'"),
+        ({"device": "cuda:x"}, "device", "'mps'"),
+        ({"dtype": "int4"}, "dtype", "'bfloat16'"),
+        ({"maxNewTokens": 0}, "maxNewTokens", "from 1 to 1024"),
+        ({"maxNewTokens": 12.5}, "maxNewTokens", "integer"),
+        ({"maxContextTokens": True}, "maxContextTokens", "integer"),
+        ({"temperature": -0.1}, "temperature", "at least 0.0"),
+        ({"topP": 0}, "topP", "greater than 0.0"),
+        ({"model": ""}, "model", "local directory"),
+        ({"multiline": "sometimes"}, "multiline", "'always'"),
+        ({"candidates": "3"}, "candidates", "from 1 to 10"),
+    ],
+)
+def test_invalid_values_name_the_key_and_keep_the_previous(
+    raw: dict[str, object], key: str, allowed: str
+) -> None:
+    before = Settings(temperature=0.3)
+    update = apply_updates(before, raw)
+    assert update.settings == before
+    (error,) = update.errors
+    assert f"codegeex2.{key}" in error
+    assert allowed in error
+
+
+def test_one_bad_value_does_not_block_the_good_ones() -> None:
+    update = apply_updates(Settings(), {"dtype": "float32", "device": "tpu"})
+    assert update.settings.dtype == "float32"
+    assert update.settings.device == "auto"
+    assert len(update.errors) == 1
+
+
+def test_unknown_keys_warn_and_are_ignored() -> None:
+    update = apply_updates(Settings(), {"modle": "x", "model": "y"})
+    assert update.settings.model == "y"
+    assert update.warnings == ("unknown setting 'modle' ignored",)
+    assert update.errors == ()
+
+
+def test_new_tokens_must_leave_room_for_the_prompt() -> None:
+    update = apply_updates(Settings(), {"maxContextTokens": 128, "maxNewTokens": 120})
+    assert update.settings == Settings()
+    assert "maxNewTokens" in update.errors[0]
+
+
+def test_settings_must_be_an_object() -> None:
+    update = apply_updates(Settings(), ["model"])  # type: ignore[arg-type]
+    assert update.settings == Settings()
+    assert update.errors
+
+
+def test_prompt_budget_leaves_room_for_prefix_tokens_and_generation() -> None:
+    assert Settings().prompt_budget() == 2048 - 64 - 2
+
+
+def test_load_key_covers_model_device_dtype_only() -> None:
+    assert Settings().load_key() == Settings(temperature=1.0, candidates=1).load_key()
+    assert Settings().load_key() != Settings(dtype="float32").load_key()
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"codegeex2": {"model": "m"}}, {"model": "m"}),
+        ({"model": "m", "device": "cpu"}, {"model": "m", "device": "cpu"}),
+        ({"python": {"analysis": {}}}, None),
+        (None, None),
+        ("codegeex2", None),
+    ],
+)
+def test_configuration_section_is_found_in_each_client_shape(
+    payload: object, expected: object
+) -> None:
+    assert section_from_configuration(payload) == expected
+
+
+def test_flags_are_kebab_case_and_override_only_what_is_given() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--max-new-tokens", "32", "--device", "cpu", "--top-p", "0.5"])
+    update = from_arguments(args)
+    assert update.settings == Settings(max_new_tokens=32, device="cpu", top_p=0.5)
+
+
+def test_bad_flag_values_are_reported() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    update = from_arguments(parser.parse_args(["--dtype", "fp8"]))
+    assert update.settings == Settings()
+    assert "codegeex2.dtype" in update.errors[0]
