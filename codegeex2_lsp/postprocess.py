@@ -1,0 +1,861 @@
+"""Turn the model's raw text into what the editor should insert at the cursor.
+
+CodeGeeX2 is a base model: it never stops by itself and never sees the code after the
+cursor. So the decision of how much of its text to show is made here, from the text
+before and after the cursor. The same scan that truncates the final text also tells the
+decode loop, token by token, when nothing it could still generate would change the result
+(`is_settled`), so generation stops as early as the answer is known.
+
+Everything here is a pure function on strings; nothing reads files or touches the model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Literal
+
+Multiline = Literal["auto", "always", "never"]
+
+_OPEN_TO_CLOSE = {"(": ")", "[": "]", "{": "}"}
+_CLOSE_TO_OPEN = {")": "(", "]": "[", "}": "{"}
+
+# How much of the document the rules look at: enough for indentation style and the next
+# lines after the cursor, small enough that a large file costs nothing.
+_PREFIX_WINDOW = 4096
+_SUFFIX_WINDOW = 2048
+_SUFFIX_LINES = 8
+
+
+@dataclass(frozen=True)
+class _Lang:
+    """What the rules need to know about a language family."""
+
+    kind: Literal["indent", "brace", "end", "sql", "generic"]
+    line_comments: tuple[str, ...] = ()
+    block_comment: tuple[str, str] | None = None
+    quotes: str = "\"'"
+    # `'x'` is a one-character literal (C, Java, Rust…) rather than a string delimiter, so a
+    # lone apostrophe (a Rust lifetime) must not open a string.
+    char_literals: bool = False
+    triple_quotes: bool = False
+    # A line (stripped) that begins a new definition: reaching one at or below the cursor's
+    # block level means the completion has moved on to something else.
+    definition: re.Pattern[str] | None = None
+    # A line at the block's level that continues the construct above it (else, catch…).
+    continuation: re.Pattern[str] | None = None
+    # End-keyword languages: words that open and close blocks, counted on code text.
+    opener: re.Pattern[str] | None = None
+    closer: re.Pattern[str] | None = None
+    # A line (stripped) that closes a block opened before it, for end-keyword languages.
+    closing_line: re.Pattern[str] | None = None
+
+
+def _rx(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+_C_SIGNATURE = (
+    r"(?!(?:if|else|while|for|switch|return|do|case|sizeof|throw|delete|new|goto)\b)"
+    r"[A-Za-z_][\w:<>,\*&\s]*[\s\*&][A-Za-z_~][\w:]*\s*\([^;]*\)\s*(?:const\s*)?(?:\{\s*)?$"
+)
+_BRACE_CONTINUATION = _rx(r"^(?:else|catch|finally|except|while\s*\(.*\)\s*;)\b")
+
+_C = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"',
+    char_literals=True,
+    definition=_rx(
+        r"^(?:#\s*include\b|typedef\b|namespace\b|template\s*<|extern\s+\"C\"|/\*\*"
+        r"|(?:struct|union|enum|class)\s+\w+\s*(?:[:{]|$)|" + _C_SIGNATURE + r")"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_JS = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes="\"'`",
+    definition=_rx(
+        r"^(?:/\*\*|(?:export\s+)?(?:default\s+)?(?:declare\s+)?(?:abstract\s+)?(?:async\s+)?"
+        r"(?:function\b|class\b|interface\b|enum\b|namespace\b|type\s+\w+\s*(?:<[^>]*>)?\s*=)"
+        r"|(?:export\s+)?(?:const|let|var)\s+\w+\s*(?::[^=]+)?=\s*(?:async\s*)?"
+        r"(?:function\b|\([^)]*\)\s*(?::[^=]+)?=>|\w+\s*=>))"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_JAVA = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"',
+    char_literals=True,
+    definition=_rx(
+        r"^(?:/\*\*|@[A-Z]\w*|(?:public|private|protected|static|abstract|synchronized)\b"
+        r"|(?:final\s+)?(?:class|interface|enum|record)\s+\w)"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_CSHARP = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"',
+    char_literals=True,
+    definition=_rx(
+        r"^(?:///|\[[A-Z]\w*|(?:public|private|protected|internal|static|abstract|sealed"
+        r"|override|virtual)\b|(?:partial\s+)?(?:class|interface|struct|enum|record|namespace)\s+\w)"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_GO = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"`',
+    char_literals=True,
+    definition=_rx(r"^(?:func\b|type\s+\w|import\b|package\b|(?:var|const)\s*\($)"),
+    continuation=_BRACE_CONTINUATION,
+)
+_RUST = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"',
+    char_literals=True,
+    definition=_rx(
+        r"^(?:///|//!|#!?\[|(?:pub(?:\([\w:\s]+\))?\s+)?(?:(?:async|const|unsafe|extern"
+        r"(?:\s+\"\w+\")?)\s+)*(?:fn|struct|enum|trait|impl|mod|type|union|macro_rules!)\b"
+        r"|(?:pub\s+)?use\s)"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_PHP = _Lang(
+    kind="brace",
+    line_comments=("//", "#"),
+    block_comment=("/*", "*/"),
+    quotes="\"'",
+    definition=_rx(
+        r"^(?:/\*\*|(?:(?:public|private|protected|static|abstract|final)\s+)*function\b"
+        r"|(?:(?:abstract|final|readonly)\s+)?(?:class|interface|trait|enum)\s+\w|namespace\b)"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_KOTLIN = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"',
+    char_literals=True,
+    definition=_rx(
+        r"^(?:/\*\*|@[A-Z]\w*|(?:(?:public|private|protected|internal|open|override|abstract"
+        r"|data|sealed|inline|suspend|enum|annotation|companion|inner|value)\s+)*"
+        r"(?:fun|class|object|interface|typealias)\b)"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_SWIFT = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"',
+    definition=_rx(
+        r"^(?:///|@\w+|(?:(?:public|private|fileprivate|internal|open|static|final|override"
+        r"|mutating|convenience|required)\s+)*(?:func|class|struct|enum|protocol|extension"
+        r"|init|actor)\b)"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_SCALA = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes='"',
+    char_literals=True,
+    definition=_rx(
+        r"^(?:/\*\*|@[A-Z]\w*|(?:(?:private|protected|override|final|sealed|abstract|implicit"
+        r"|case|lazy)\s+)*(?:def|class|object|trait|enum|given|extension)\b)"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_DART = _Lang(
+    kind="brace",
+    line_comments=("//",),
+    block_comment=("/*", "*/"),
+    quotes="\"'",
+    definition=_rx(
+        r"^(?:///|@\w+|(?:abstract\s+)?class\s|enum\s|mixin\s|extension\s|typedef\s|import\s"
+        r"|" + _C_SIGNATURE + r")"
+    ),
+    continuation=_BRACE_CONTINUATION,
+)
+_CSS = _Lang(kind="brace", block_comment=("/*", "*/"), quotes="\"'")
+_SCSS = _Lang(kind="brace", line_comments=("//",), block_comment=("/*", "*/"), quotes="\"'")
+_PYTHON = _Lang(
+    kind="indent",
+    line_comments=("#",),
+    quotes="\"'",
+    triple_quotes=True,
+    definition=_rx(r"^(?:(?:async\s+)?def\s|class\s|@\w)"),
+    continuation=_rx(r"^(?:elif|else|except|finally)\b"),
+)
+_RUBY = _Lang(
+    kind="end",
+    line_comments=("#",),
+    quotes="\"'",
+    definition=_rx(r"^(?:def\s|class\s|module\s|(?:private|protected|public)$)"),
+    continuation=_rx(r"^(?:else|elsif|when|in|rescue|ensure)\b"),
+    opener=_rx(
+        r"^\s*(?:def|class|module|if|unless|while|until|case|begin|for)\b"
+        r"|(?<![\w.])do\s*(?:\|[^|]*\|)?\s*$|=\s*(?:if|unless|case|begin)\b"
+    ),
+    closer=_rx(r"(?<![\w.:])end\b"),
+    closing_line=_rx(r"^end\b"),
+)
+_LUA = _Lang(
+    kind="end",
+    line_comments=("--",),
+    quotes="\"'",
+    definition=_rx(r"^(?:local\s+)?function\b"),
+    continuation=_rx(r"^(?:else|elseif)\b"),
+    opener=_rx(r"(?<![\w.:])(?:function|do|then|repeat)\b"),
+    closer=_rx(r"(?<![\w.:])(?:end|until|elseif)\b"),
+    closing_line=_rx(r"^(?:end|until)\b"),
+)
+_SHELL = _Lang(
+    kind="end",
+    line_comments=("#",),
+    quotes="\"'",
+    definition=_rx(r"^(?:function\s+[\w-]+|[\w-]+\s*\(\)\s*\{?$)"),
+    continuation=_rx(r"^(?:else|elif)\b|^;;"),
+    opener=_rx(r"(?<![\w-])(?:then|do)\b|^\s*case\b"),
+    closer=_rx(r"(?<![\w-])(?:fi|done|esac|elif)\b"),
+    closing_line=_rx(r"^(?:fi|done|esac)\b"),
+)
+_ELIXIR = _Lang(
+    kind="end",
+    line_comments=("#",),
+    quotes="\"'",
+    definition=_rx(r"^(?:defp?\s|defmodule\s|defmacrop?\s|@doc\b|@spec\b|@moduledoc\b)"),
+    continuation=_rx(r"^(?:else|rescue|catch|after)\b"),
+    opener=_rx(r"(?<![\w.:])(?:do(?!:)|fn)\b"),
+    closer=_rx(r"(?<![\w.:])end\b"),
+    closing_line=_rx(r"^end\b"),
+)
+_JULIA = _Lang(
+    kind="end",
+    line_comments=("#",),
+    quotes='"',
+    definition=_rx(r"^(?:function\s|(?:mutable\s+)?struct\s|module\s|macro\s)"),
+    continuation=_rx(r"^(?:else|elseif|catch|finally)\b"),
+    opener=_rx(
+        r"^\s*(?:function|if|for|while|begin|let|struct|mutable\s+struct|module|try|quote|macro)\b"
+        r"|(?<![\w.])do\b"
+    ),
+    closer=_rx(r"^\s*end\b"),
+    closing_line=_rx(r"^end\b"),
+)
+_SQL = _Lang(
+    kind="sql",
+    line_comments=("--",),
+    block_comment=("/*", "*/"),
+    quotes="'\"",
+    definition=_rx(
+        r"^(?:create|alter|drop|insert|update|delete|select|with|grant|truncate)\b", re.I
+    ),
+)
+_HASKELL = _Lang(kind="indent", line_comments=("--",), block_comment=("{-", "-}"), quotes='"')
+_YAML = _Lang(kind="indent", line_comments=("#",), quotes="\"'")
+_MARKUP = _Lang(kind="indent", block_comment=("<!--", "-->"), quotes="")
+_TEXT = _Lang(kind="indent", quotes="")
+_GENERIC = _Lang(
+    kind="generic", line_comments=("//", "#"), block_comment=("/*", "*/"), quotes="\"'`"
+)
+
+_LANGS: dict[str, _Lang] = {
+    "python": _PYTHON,
+    "c": _C,
+    "cpp": _C,
+    "cuda-cpp": _C,
+    "objective-c": _C,
+    "objective-cpp": _C,
+    "hlsl": _C,
+    "glsl": _C,
+    "javascript": _JS,
+    "javascriptreact": _JS,
+    "typescript": _JS,
+    "typescriptreact": _JS,
+    "vue": _JS,
+    "svelte": _JS,
+    "java": _JAVA,
+    "groovy": _JAVA,
+    "csharp": _CSHARP,
+    "go": _GO,
+    "rust": _RUST,
+    "php": _PHP,
+    "kotlin": _KOTLIN,
+    "swift": _SWIFT,
+    "scala": _SCALA,
+    "dart": _DART,
+    "css": _CSS,
+    "scss": _SCSS,
+    "less": _SCSS,
+    "ruby": _RUBY,
+    "lua": _LUA,
+    "shellscript": _SHELL,
+    "elixir": _ELIXIR,
+    "julia": _JULIA,
+    "sql": _SQL,
+    "haskell": _HASKELL,
+    "yaml": _YAML,
+    "html": _MARKUP,
+    "xml": _MARKUP,
+    "markdown": _MARKUP,
+    "plaintext": _TEXT,
+}
+
+# Lexer states carried across lines: None (code), a string delimiter, or a block comment's
+# closing delimiter wrapped in a one-element tuple.
+_State = str | tuple[str] | None
+
+
+def _lex(line: str, lang: _Lang, state: _State) -> tuple[str, list[tuple[int, str]], _State]:
+    """Code text of a line (strings emptied, comments removed), its structural events, end state.
+
+    Events are brackets in code, and the closing quote of a string that was already open
+    when the line began (index, quote): both can close something opened before the cursor.
+    """
+    code: list[str] = []
+    events: list[tuple[int, str]] = []
+    n = len(line)
+    i = 0
+    start = 0
+    block = lang.block_comment
+    inherited = isinstance(state, str)
+    while i < n:
+        if isinstance(state, tuple):
+            end = line.find(state[0], i)
+            if end < 0:
+                return "".join(code), events, state
+            i = start = end + len(state[0])
+            state = None
+            continue
+        if state is not None:
+            j = i
+            while j < n:
+                if line[j] == "\\":
+                    j += 2
+                    continue
+                if line.startswith(state, j):
+                    break
+                j += 1
+            if j >= n:
+                keeps = len(state) == 3 or state == "`"
+                return "".join(code), events, state if keeps else None
+            if inherited:
+                events.append((j, state[0]))
+                inherited = False
+            code.append(state[0] * 2)
+            i = start = j + len(state)
+            state = None
+            continue
+        c = line[i]
+        if c in _OPEN_TO_CLOSE or c in _CLOSE_TO_OPEN:
+            events.append((i, c))
+            i += 1
+            continue
+        if block is not None and line.startswith(block[0], i):
+            code.append(line[start:i])
+            state = (block[1],)
+            i += len(block[0])
+            continue
+        if c in lang.quotes:
+            code.append(line[start:i])
+            if lang.triple_quotes and line.startswith(c * 3, i):
+                state = c * 3
+                i += 3
+            else:
+                state = c
+                i += 1
+            if i >= n and state is not None and len(state) == 1 and state != "`":
+                return "".join(code), events, None
+            continue
+        if c == "'" and lang.char_literals:
+            m = re.match(r"'(?:\\.[^']*|[^'\\])'", line[i:])
+            if m:
+                code.append(line[start:i] + "' '")
+                i = start = i + m.end()
+                continue
+        if c in "/#-" and any(line.startswith(mark, i) for mark in lang.line_comments):
+            code.append(line[start:i])
+            return "".join(code), events, None
+        i += 1
+    if state is None or isinstance(state, tuple):
+        code.append(line[start:])
+    return "".join(code), events, state
+
+
+def _state_before(prefix: str, lang: _Lang) -> _State:
+    """Whether the line the cursor is on begins inside a docstring or a block comment."""
+    if lang.triple_quotes:
+        for quote in ('"""', "'''"):
+            if prefix.count(quote) % 2:
+                return quote
+    if lang.block_comment is not None:
+        open_mark, close_mark = lang.block_comment
+        at = prefix.rfind(open_mark)
+        if at >= 0 and prefix.find(close_mark, at + len(open_mark)) < 0:
+            line_start = prefix.rfind("\n", 0, at) + 1
+            line_end = prefix.find("\n", at)
+            line = prefix[line_start : len(prefix) if line_end < 0 else line_end]
+            if isinstance(_lex(line, lang, None)[2], tuple):
+                return (close_mark,)
+    return None
+
+
+def _width(line: str, tab: int) -> int:
+    """Visual width of a line's leading whitespace."""
+    width = 0
+    for c in line:
+        if c == " ":
+            width += 1
+        elif c == "\t":
+            width += tab - width % tab
+        else:
+            break
+    return width
+
+
+def _leading(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+@dataclass
+class _Context:
+    """Everything the rules derive from the document around the cursor, computed once."""
+
+    lang: _Lang
+    line_prefix: str
+    line_suffix: str
+    next_lines: list[str]
+    tab: int
+    start_state: _State
+
+
+def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -> _Context:
+    lang = _LANGS.get(language_id, _GENERIC)
+    head = prefix[-_PREFIX_WINDOW:].replace("\r", "")
+    cut = head.rfind("\n")
+    line_prefix = head[cut + 1 :]
+    tail = suffix[:_SUFFIX_WINDOW].replace("\r", "").split("\n")
+    next_lines = [line.rstrip() for line in tail[1:] if line.strip()][:_SUFFIX_LINES]
+    before = prefix[: len(prefix) - len(line_prefix)]
+    start = _state_before(before, lang) if before else None
+    state = _lex(line_prefix, lang, start)[2]
+    return _Context(
+        lang=lang,
+        line_prefix=line_prefix,
+        line_suffix=tail[0],
+        next_lines=next_lines,
+        tab=tab_size or 4,
+        start_state=state,
+    )
+
+
+def _normalise(completion: str, ctx: _Context) -> str:
+    """Drop leading newline noise and the indentation the cursor line already has."""
+    text = completion.replace("\r", "")
+    if ctx.line_prefix.strip():
+        if text.startswith("\n"):
+            body = text.lstrip(" \t\n")
+            rest = text[: len(text) - len(body)]
+            return "\n" + rest[rest.rfind("\n") + 1 :] + body
+        return text
+    dropped = False
+    while "\n" in text and not text[: text.index("\n")].strip():
+        text = text[text.index("\n") + 1 :]
+        dropped = True
+    if ctx.line_prefix:
+        first = _leading(text)
+        if dropped and first.startswith(ctx.line_prefix):
+            return text[len(ctx.line_prefix) :]
+        return text[len(first) :]
+    return text
+
+
+def _outer_close(events: list[tuple[int, str]], stack: list[str]) -> int:
+    """Index of the first event closing something opened before the text, or -1.
+
+    Updates `stack` with the brackets the text opened and left open; a closer that matches
+    nothing the text opened is not counted again.
+    """
+    first = -1
+    for index, char in events:
+        if char in _OPEN_TO_CLOSE:
+            stack.append(char)
+        elif char in _CLOSE_TO_OPEN and stack and stack[-1] == _CLOSE_TO_OPEN[char]:
+            stack.pop()
+        elif first < 0 and not stack:
+            first = index
+    return first
+
+
+def _first_close_in(text: str, ctx: _Context) -> tuple[int, str]:
+    """Where the text after the cursor first closes a bracket or string opened before it."""
+    _, events, _ = _lex(text, ctx.lang, ctx.start_state)
+    at = _outer_close(events, [])
+    return at, (text[at] if at >= 0 else "")
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def _single_line(first: str, ctx: _Context) -> tuple[str, bool]:
+    """The part of the first line to insert before the text already after the cursor."""
+    at, _ = _first_close_in(first, ctx)
+    settled = at >= 0
+    line = first[:at] if settled else first
+    rest = ctx.line_suffix.strip()
+    if rest:
+        suffix_at, _ = _first_close_in(ctx.line_suffix, ctx)
+        head = ctx.line_suffix[:suffix_at].strip() if suffix_at >= 0 else rest
+        for tail in (rest, head):
+            squashed = _squash(tail)
+            if not squashed:
+                continue
+            body = line.rstrip()
+            if _squash(body).endswith(squashed):
+                # Walk back over the repeated characters, skipping whitespace in both.
+                k = len(body)
+                need = len(squashed)
+                while need and k:
+                    k -= 1
+                    if not body[k].isspace():
+                        need -= 1
+                line = body[:k]
+                break
+    return line.rstrip(), settled
+
+
+@dataclass
+class _Scan:
+    """How many lines of the completion to keep, and whether that number is final."""
+
+    keep: int
+    settled: bool
+
+
+def _is_closing_line(stripped: str, lang: _Lang) -> str:
+    """The closing token a line starts with ('}' or 'end'…), or ''."""
+    if stripped[:1] in _CLOSE_TO_OPEN:
+        return stripped[0]
+    if lang.closing_line is not None:
+        m = lang.closing_line.match(stripped)
+        if m:
+            return m.group(0)
+    return ""
+
+
+def _repeats(lines: list[str], j: int) -> int:
+    """Start of a repetition that line j completes, or -1: a loop the model fell into."""
+    line = lines[j]
+    if not line.strip() or _is_trivial(line):
+        return -1
+    if j >= 2 and lines[j - 1] == line and lines[j - 2] == line:
+        return j - 1
+    for size in range(2, min(8, (j + 1) // 2) + 1):
+        first = j - 2 * size + 1
+        block = lines[first + size : j + 1]
+        if lines[first : first + size] == block and any(
+            s.strip() and not _is_trivial(s) for s in block
+        ):
+            return first + size
+    return -1
+
+
+def _is_trivial(line: str) -> bool:
+    return len(_squash(line)) < 3
+
+
+_REPEATING_END = re.compile(r"(.{1,16}?)\1{3,}$")
+
+
+def _ends_in_loop(line: str, complete: bool) -> bool:
+    """A line that ends by repeating one pattern over and over (a degenerate generation)."""
+    tail = line.rstrip()[-120:]
+    m = _REPEATING_END.search(tail)
+    if not m:
+        return False
+    unit = m.group(1)
+    count = len(m.group(0)) // len(unit)
+    if not any(c.isalnum() for c in unit):
+        return False
+    return count >= 12 if complete else len(m.group(0)) >= 12
+
+
+def _scan(lines: list[str], ctx: _Context, complete: int, final: bool) -> _Scan:
+    """Find the first line the completion should stop before (multi-line mode).
+
+    Only the first `complete` lines are known to be whole; a rule fires only on them, so
+    the result never depends on text still being generated. With `final`, the last line is
+    whole too (generation ended).
+    """
+    lang = ctx.lang
+    tab = ctx.tab
+    prefix_blank = not ctx.line_prefix.strip()
+    base: int | None = None if not ctx.line_prefix else _width(ctx.line_prefix, tab)
+    next_line = ctx.next_lines[0] if ctx.next_lines else None
+    next_indent = _width(next_line, tab) if next_line is not None else 0
+    stack: list[str] = []
+    end_depth = 0
+    opened = False
+    closed = False
+    deeper = False
+    content = False
+    blank_run = 0
+    state = ctx.start_state
+    full = [ctx.line_prefix + lines[0], *lines[1:]]
+    limit = len(lines) if final else complete
+    for j in range(limit):
+        line = full[j]
+        stripped = line.strip()
+        if not stripped:
+            if content:
+                blank_run += 1
+                if blank_run >= 2:
+                    return _Scan(j - 1, True)
+            continue
+        starts_line = j > 0 or prefix_blank
+        indent = _width(line, tab)
+        in_string = state is not None
+        if base is None:
+            base = indent
+        if starts_line and not in_string:
+            stop = _stop_before(
+                line,
+                stripped,
+                indent,
+                base,
+                ctx,
+                j,
+                content,
+                closed,
+                deeper,
+                blank_run,
+                stack,
+                end_depth,
+                next_line,
+                next_indent,
+            )
+            if stop == "before":
+                return _Scan(j, True)
+            if stop == "after":
+                return _Scan(j + 1, True)
+        repeat = _repeats(full, j)
+        if repeat >= 0:
+            return _Scan(repeat, True)
+        if _ends_in_loop(line, complete=j < complete):
+            return _Scan(j, True)
+        code, events, state = _lex(line if j else lines[0], lang, state)
+        _outer_close(events, stack)
+        if lang.opener is not None and lang.closer is not None:
+            end_depth += len(lang.opener.findall(code)) - len(lang.closer.findall(code))
+            end_depth = max(end_depth, 0)
+        depth = len(stack) + end_depth
+        if j > 0 and indent > base:
+            deeper = True
+        if depth > 0:
+            opened = True
+        elif opened and j > 0 and indent <= base:
+            closed = True
+            opened = False
+        if j > 0 or lines[0].strip():
+            content = True
+        blank_run = 0
+        if lang.kind == "sql" and depth == 0 and code.rstrip().endswith(";"):
+            return _Scan(j + 1, True)
+    return _Scan(limit, False)
+
+
+def _stop_before(
+    line: str,
+    stripped: str,
+    indent: int,
+    base: int,
+    ctx: _Context,
+    j: int,
+    content: bool,
+    closed: bool,
+    deeper: bool,
+    blank_run: int,
+    stack: list[str],
+    end_depth: int,
+    next_line: str | None,
+    next_indent: int,
+) -> str:
+    """Whether a new line ends the completion: 'before' it, 'after' it, or '' (go on)."""
+    lang = ctx.lang
+    closing = _is_closing_line(stripped, lang) if not stack and not end_depth else ""
+    if closing and not (closing in ")]" and lang.kind == "end"):
+        if next_line is not None and (
+            next_line.strip().startswith(closing) or next_indent > indent
+        ):
+            return "before"
+        return "after" if content else "before"
+    if next_line is not None and stripped == next_line.strip() and indent == next_indent:
+        return "before"
+    if indent < base and not stack:
+        return "before"
+    if indent > base or j == 0:
+        return ""
+    continues = lang.continuation is not None and lang.continuation.match(stripped)
+    if continues:
+        return ""
+    if content and lang.definition is not None and lang.definition.match(stripped):
+        return "before"
+    finished = closed or (deeper and lang.kind in ("indent", "generic") and not stack)
+    if finished and (base == 0 or blank_run):
+        return "before"
+    return ""
+
+
+def _apply_indent_style(
+    lines: list[str],
+    ctx: _Context,
+    prefix: str,
+    insert_spaces: bool | None,
+    tab_size: int | None,
+    first_is_line_start: bool,
+) -> list[str]:
+    """Re-indent lines whose leading whitespace mixes the wrong style for the document."""
+    spaces = insert_spaces
+    unit = tab_size
+    if spaces is None:
+        tabs = sp = 0
+        for doc_line in prefix[-_PREFIX_WINDOW:].split("\n")[-80:]:
+            if doc_line.startswith("\t"):
+                tabs += 1
+            elif doc_line.startswith(" ") and doc_line.strip():
+                sp += 1
+        if tabs == sp:
+            return lines
+        spaces = sp > tabs
+    if unit is None:
+        unit = 4 if not spaces else _space_unit(prefix) or 4
+    out = []
+    for j, line in enumerate(lines):
+        if j == 0 and not first_is_line_start:
+            out.append(line)
+            continue
+        lead = _leading(line)
+        if not lead:
+            out.append(line)
+            continue
+        if spaces and "\t" in lead:
+            lead = lead.replace("\t", " " * unit)
+        elif not spaces and " " * unit in lead:
+            width = _width(lead, unit)
+            lead = "\t" * (width // unit) + " " * (width % unit)
+        out.append(lead + line[len(_leading(line)) :])
+    return out
+
+
+def _space_unit(prefix: str) -> int:
+    """The document's indentation step in spaces (the smallest indentation change seen)."""
+    widths = [
+        len(_leading(line))
+        for line in prefix[-_PREFIX_WINDOW:].split("\n")[-80:]
+        if line.strip() and not line.startswith("\t")
+    ]
+    steps = {abs(a - b) for a, b in pairwise(widths) if a != b}
+    return min(steps) if steps else 0
+
+
+def _truncate(
+    completion: str, ctx: _Context, multiline: Multiline, final: bool
+) -> tuple[str, bool]:
+    """The kept text (before whitespace and style clean-up) and whether it is settled."""
+    text = _normalise(completion, ctx)
+    has_tail = bool(ctx.line_suffix.strip())
+    if has_tail and not ctx.line_prefix.strip():
+        # The cursor is in the indentation before code: nothing sensible fits there.
+        return "", True
+    newline = text.find("\n")
+    first = text if newline < 0 else text[:newline]
+    if multiline == "never" or (has_tail and multiline == "auto"):
+        line, settled = _single_line(first, ctx)
+        return line, settled or newline >= 0
+    if has_tail:
+        at, _ = _first_close_in(first, ctx)
+        if at >= 0:
+            return _single_line(first, ctx)[0], True
+    lines = text.split("\n")
+    complete = len(lines) - 1
+    scan = _scan(lines, ctx, complete, final)
+    return "\n".join(lines[: scan.keep]), scan.settled
+
+
+def _only_repeats_suffix(lines: list[str], ctx: _Context) -> bool:
+    """True when the kept lines are just the next lines of the document again."""
+    mine = [line.strip() for line in lines if line.strip()]
+    if ctx.line_prefix.strip() and lines and lines[0].strip():
+        return False
+    theirs = [line.strip() for line in ctx.next_lines]
+    if ctx.line_suffix.strip():
+        theirs = [ctx.line_suffix.strip(), *theirs]
+    return bool(mine) and mine == theirs[: len(mine)]
+
+
+def postprocess(
+    completion: str,
+    *,
+    prefix: str,
+    suffix: str,
+    language_id: str,
+    multiline: Multiline = "auto",
+    insert_spaces: bool | None = None,
+    tab_size: int | None = None,
+) -> str:
+    """The text to insert at the cursor for the model's raw `completion` ("" for nothing).
+
+    `prefix`/`suffix` are the document before/after the cursor; `insert_spaces`/`tab_size`
+    are the request's formatting options, when the client sent them.
+    """
+    ctx = _context(prefix, suffix, language_id, tab_size)
+    kept, _ = _truncate(completion, ctx, multiline, final=True)
+    lines = [line.rstrip() for line in kept.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines or _only_repeats_suffix(lines, ctx):
+        return ""
+    if sum(not c.isspace() for c in "".join(lines)) < 2:
+        return ""
+    lines = _apply_indent_style(
+        lines, ctx, prefix, insert_spaces, tab_size, first_is_line_start=not ctx.line_prefix
+    )
+    eol = (
+        "\r\n" if "\r\n" in prefix[-_PREFIX_WINDOW:] or "\r\n" in suffix[:_SUFFIX_WINDOW] else "\n"
+    )
+    return eol.join(lines)
+
+
+def is_settled(
+    completion: str,
+    *,
+    prefix: str,
+    suffix: str,
+    language_id: str,
+    multiline: Multiline = "auto",
+) -> bool:
+    """Whether more generated text could no longer change `postprocess`'s result.
+
+    The decode loop asks after tokens that end a line or close a bracket, and stops when
+    this is True: the rules below fire only on whole lines (or, on a single line, on the
+    bracket that closes the cursor's context), so the answer can only go from False to True.
+    """
+    ctx = _context(prefix, suffix, language_id, None)
+    return _truncate(completion, ctx, multiline, final=False)[1]
