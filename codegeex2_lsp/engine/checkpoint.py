@@ -132,7 +132,7 @@ def _download(repo_id: str, progress: Callable[[str], None] | None) -> Path:
     if progress is not None:
         progress(f"Fetching {repo_id}")
     try:
-        if constants.HF_HUB_OFFLINE:
+        if constants.is_offline_mode():
             patterns = [*_HUB_COMMON, *_HUB_SAFETENSORS, *_HUB_BIN]
         else:
             files = list_repo_files(repo_id)
