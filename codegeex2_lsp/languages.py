@@ -119,13 +119,16 @@ UPSTREAM_TAGS: dict[str, str] = {
 }
 
 # Canonical id -> key in UPSTREAM_TAGS, or None where the model was trained without a tag for
-# the language. A dialect gets its parent's tag only when code in the parent language is valid
-# in it (JSX is JavaScript, LaTeX is TeX, a compose file is YAML); otherwise a wrong tag would
+# the language. Canonical ids are VS Code's (built-in or from the language's main extension);
+# languages VS Code has no id for get the name the other editors agree on.
+#
+# A dialect gets its parent's tag only when code in the parent language is valid in it (JSX is
+# JavaScript, a compose file is YAML, CSS is valid SCSS and Less); otherwise a wrong tag would
 # steer the model to the wrong syntax, which is worse than no tag.
 #
-# Tcl has no tag of its own. Upstream maps it to Augeas, an unrelated configuration language;
-# the nearest trained tag by syntax would be Shell, whose idioms differ enough to mislead, so
-# Tcl gets no tag.
+# Tcl has no tag of its own. Upstream maps it to Augeas, an unrelated configuration language,
+# which is a bug. The nearest trained tag by syntax would be Shell, whose idioms differ enough to
+# mislead, so Tcl gets no tag.
 _TAG_KEYS: dict[str, str | None] = {
     "abap": "abap",
     "actionscript": "actionscript",
@@ -158,6 +161,8 @@ _TAG_KEYS: dict[str, str | None] = {
     "elm": "elm",
     "emacs-lisp": "emacs-lisp",
     "erlang": "erlang",
+    # Upstream's "Excel" code is VBA-like (its tag uses the Visual Basic comment); no editor has
+    # an id for it, so it is reachable only by its own name.
     "excel": "excel",
     "fortran": "fortran",
     "fsharp": "f-sharp",
@@ -173,12 +178,14 @@ _TAG_KEYS: dict[str, str | None] = {
     "java": "java",
     "javascript": "javascript",
     "javascriptreact": "javascript",
+    "jenkinsfile": "groovy",
     "jsp": "java-server-pages",
     "julia": "julia",
     "kotlin": "kotlin",
     "lagda": "literate-agda",
     "latex": "tex",
     "lean": "lean",
+    "less": "css",
     "lisp": "lisp",
     "literate haskell": "literate-haskell",
     "litcoffee": "literate-coffeescript",
@@ -191,6 +198,8 @@ _TAG_KEYS: dict[str, str | None] = {
     "objective-cpp": "objective-c++",
     "objectpascal": "delphi",
     "ocaml": "ocaml",
+    # Octave runs MATLAB code; the MATLAB tag is the nearest the model knows.
+    "octave": "matlab",
     "pascal": "pascal",
     "perl": "perl",
     "php": "php",
@@ -198,6 +207,8 @@ _TAG_KEYS: dict[str, str | None] = {
     "prolog": "prolog",
     "proto3": "protocol-buffer",
     "python": "python",
+    # Quarto documents are R Markdown's successor, with the same chunk syntax.
+    "quarto": "rmarkdown",
     "r": "r",
     "racket": "racket",
     "restructuredtext": "restructuredtext",
@@ -207,6 +218,7 @@ _TAG_KEYS: dict[str, str | None] = {
     "sas": "sas",
     "scala": "scala",
     "scheme": "scheme",
+    "scss": "css",
     "shellscript": "shell",
     "smalltalk": "smalltalk",
     "sml": "standard-ml",
@@ -225,98 +237,407 @@ _TAG_KEYS: dict[str, str | None] = {
     "vb": "vb",
     "verilog": "verilog",
     "vhdl": "vhdl",
+    # The VBA editor's language is Visual Basic for Applications: Visual Basic syntax.
+    "vba": "visual-basic",
     "vue": "vue",
     "vue-html": "vue",
     "wolfram": "mathematica",
     "xsl": "xslt",
     "yaml": "yaml",
     "zig": "zig",
-    # Known languages the model has no tag for.
+    # Known languages the model has no tag for: recognised, so that the uri is not consulted
+    # and the prompt goes out without a tag.
+    "astro": None,
     "bat": None,
     "bibtex": None,
+    "crystal": None,
+    "csv": None,
     "d": None,
     "diff": None,
+    "dotenv": None,
     "fish": None,
     "git-commit": None,
     "git-rebase": None,
+    "gleam": None,
+    "go.mod": None,
+    "go.sum": None,
+    "go.work": None,
     "graphql": None,
     "handlebars": None,
     "haml": None,
+    "haxe": None,
+    "hcl": None,
+    "hlsl": None,
+    "ignore": None,
     "ini": None,
     "jade": None,
+    "jinja": None,
     "json": None,
     "jsonc": None,
-    "less": None,
+    "jsonl": None,
+    "log": None,
+    "mdx": None,
+    "meson": None,
+    "mojo": None,
+    "nginx": None,
     "nim": None,
     "nix": None,
+    "nushell": None,
+    "odin": None,
+    "org": None,
     "perl6": None,
+    "phoenix-heex": None,
+    "pip-requirements": None,
     "plaintext": None,
+    "properties": None,
+    "purescript": None,
     "razor": None,
+    "reason": None,
     "sass": None,
-    "scss": None,
     "shaderlab": None,
     "slim": None,
+    "starlark": None,
     "stylus": None,
     "svelte": None,
     "tcl": None,
     "terraform": None,
     "toml": None,
+    "twig": None,
+    "typst": None,
+    "v": None,
+    "vala": None,
+    "vim": None,
+    "wgsl": None,
     "xml": None,
 }
 
-# Ids that editors send for a canonical id under another name. Lookups are case-insensitive.
-_ALIASES: dict[str, str] = {
-    # Neovim filetypes
-    "sh": "shellscript",
-    "bash": "shellscript",
-    "zsh": "shellscript",
-    "ksh": "shellscript",
-    "csh": "tcsh",
-    "cs": "csharp",
-    "objc": "objective-c",
-    "objcpp": "objective-cpp",
-    "cuda": "cuda-cpp",
-    "make": "makefile",
-    "coffee": "coffeescript",
-    "rst": "restructuredtext",
-    "lhaskell": "literate haskell",
-    "plaintex": "tex",
-    "ps1": "powershell",
-    "st": "smalltalk",
-    "mma": "wolfram",
-    "xslt": "xsl",
-    "proto": "proto3",
-    "text": "plaintext",
-    "typescript.tsx": "typescriptreact",
-    "javascript.jsx": "javascriptreact",
-    "octave": "matlab",
-    # Emacs (eglot strips "-mode" from the major mode's name)
-    "c++": "cpp",
-    "js": "javascript",
-    "js2": "javascript",
-    "rjsx": "javascriptreact",
-    "tsx": "typescriptreact",
-    "jsx": "javascriptreact",
-    "elisp": "emacs-lisp",
-    "gfm": "markdown",
-    "mhtml": "html",
-    "cperl": "perl",
-    "tuareg": "ocaml",
-    "opascal": "objectpascal",
-    "f90": "fortran",
-    "ess-r": "r",
-    "lean4": "lean",
-    "agda2": "agda",
-    "protobuf": "proto3",
-    "shell": "shellscript",
-    "shell-script": "shellscript",
-    "enh-ruby": "ruby",
-    "rustic": "rust",
+# Ids meaning "no particular language": the file name says more than they do.
+_GENERIC = frozenset({"plaintext"})
+
+
+def _same(ids: str) -> dict[str, str]:
+    """Identity entries for space-separated ids, to keep long lists readable."""
+    return {language_id: language_id for language_id in ids.split()}
+
+
+# What each editor sends, as far as it differs from or adds to the canonical ids. Keys are
+# lower case; lookups fold case.
+
+# VS Code: built-in languages and the main extension for each language that lacks one.
+_VSCODE: dict[str, str] = {
+    **_same(
+        "abap ada agda alloy ansible antlr applescript arduino astro awk bat bibtex c clojure "
+        "cmake coffeescript commonlisp cpp crystal csharp css csv cuda-cpp d dart diff "
+        "dockercompose dockerfile dotenv elixir elm erlang fish fortran fsharp gdscript "
+        "git-commit git-rebase github-actions-workflow gleam glsl go go.mod go.sum go.work graphql "
+        "groovy haml handlebars haskell haxe hcl hlsl html ignore ini isabelle jade java "
+        "javascript javascriptreact jenkinsfile jinja json jsonc jsonl jsp julia kotlin latex "
+        "lean less lisp litcoffee log lua makefile markdown matlab mdx meson mojo nginx nim nix "
+        "nushell objective-c objective-cpp objectpascal ocaml octave odin pascal perl perl6 "
+        "phoenix-heex php pip-requirements plaintext powershell prolog properties proto3 "
+        "purescript python quarto r racket razor reason restructuredtext rmd ruby rust sas sass "
+        "scala scheme scss shaderlab shellscript slim smalltalk sml solidity sparql sql stan "
+        "starlark stata stylus svelte swift systemverilog tcl terraform tex thrift toml twig "
+        "typescript typescriptreact typst v vala vb vba verilog vhdl vue vue-html wgsl wolfram "
+        "xml xsl yaml zig"
+    ),
+    "literate haskell": "literate haskell",
+    "bsv": "bluespec",
     "clojurescript": "clojure",
-    "clojurec": "clojure",
+    "cobol": "cobol",
+    "cython": "python",
+    "delphi": "objectpascal",
+    "django-html": "html",
+    "doctex": "latex",
+    "eex": "elixir",
+    "erb": "ruby",
+    "fortran-modern": "fortran",
+    "fortran90": "fortran",
+    "fortranfixedform": "fortran",
+    "fortranfreeform": "fortran",
+    "fortran_fixed-form": "fortran",
+    "fortran_free-form": "fortran",
+    "html-eex": "html",
+    "isabelle-ml": "isabelle",
+    "javascript.jsx": "javascriptreact",
+    "jsx": "javascriptreact",
+    "lagda-forester": "lagda",
+    "lagda-md": "lagda",
+    "lagda-org": "lagda",
+    "lagda-rst": "lagda",
+    "lagda-tex": "lagda",
+    "lagda-typ": "lagda",
+    "lean4": "lean",
+    "mathematica": "wolfram",
+    "ocaml.interface": "ocaml",
+    "postcss": "css",
+    "proto": "proto3",
+    "pug": "jade",
+    "raku": "perl6",
+    "snakemake": "python",
+    "arm": "asm",
+    "arm64": "asm",
+    "asm-collection": "asm",
+    "asm-intel-x86-generic": "asm",
+    "gas": "asm",
+    "masm": "asm",
+    "nasm": "asm",
+    "riscv": "asm",
+    "jlweave": "latex",
+    "pweave": "latex",
+    "rsweave": "latex",
+    "latex-expl3": "latex",
+    "viml": "vim",
+    "sol": "solidity",
+    "tailwindcss": "css",
+    "vbscript": "vb",
 }
 
+# Neovim sends the buffer's 'filetype' unless the client config maps it.
+_NEOVIM: dict[str, str] = {
+    **_same(
+        "abap ada agda applescript arduino asm astro awk c clojure cmake cobol cpp crystal css "
+        "csv d dart diff dockerfile elixir elm erlang fish fortran fsharp gdscript gleam glsl "
+        "go graphql groovy haml handlebars haskell hcl hlsl html java javascript "
+        "javascriptreact jinja json jsonc jsonl jsp julia kotlin lean less lisp lua maple "
+        "markdown matlab meson mojo nginx nim nix ocaml octave odin org pascal perl php prolog "
+        "python quarto r racket rmd ruby rust sas sass scala scheme scss solidity sparql "
+        "sql starlark stata stylus svelte swift systemverilog tcl tcsh terraform tex thrift "
+        "toml twig typescript typescriptreact typst v vala vb verilog vhdl vim vue wgsl xml "
+        "yaml zig"
+    ),
+    "antlr4": "antlr",
+    "aspvbs": "vb",
+    "automake": "makefile",
+    "bash": "shellscript",
+    "bib": "bibtex",
+    "bzl": "starlark",
+    "coffee": "coffeescript",
+    "context": "tex",
+    "cs": "csharp",
+    "csh": "tcsh",
+    "cuda": "cuda-cpp",
+    "dosbatch": "bat",
+    "dosini": "ini",
+    "eelixir": "elixir",
+    "eruby": "ruby",
+    "freebasic": "basic",
+    "basic": "basic",
+    "gitcommit": "git-commit",
+    "gitignore": "ignore",
+    "gitrebase": "git-rebase",
+    "gomod": "go.mod",
+    "gosum": "go.sum",
+    "gowork": "go.work",
+    "heex": "phoenix-heex",
+    "htmldjango": "html",
+    "idris2": "idris",
+    "javascript.glimmer": "javascript",
+    "jproperties": "properties",
+    "ksh": "shellscript",
+    "lhaskell": "literate haskell",
+    "lidris2": "idris",
+    "litcoffee": "litcoffee",
+    "make": "makefile",
+    "masm": "asm",
+    "mma": "wolfram",
+    "nasm": "asm",
+    "nu": "nushell",
+    "objc": "objective-c",
+    "objcpp": "objective-cpp",
+    "pandoc": "markdown",
+    "plaintex": "tex",
+    "plsql": "sql",
+    "mysql": "sql",
+    "proto": "proto3",
+    "ps1": "powershell",
+    "pug": "jade",
+    "purescript": "purescript",
+    "pyrex": "python",
+    "qb64": "basic",
+    "raku": "perl6",
+    "rst": "restructuredtext",
+    "sh": "shellscript",
+    "sml": "sml",
+    "st": "smalltalk",
+    "text": "plaintext",
+    "typescript.glimmer": "typescript",
+    "typescript.tsx": "typescriptreact",
+    "javascript.jsx": "javascriptreact",
+    "xhtml": "html",
+    "xslt": "xsl",
+    "zsh": "shellscript",
+}
+
+# Emacs with eglot: the major mode's name without "-ts-mode" or "-mode", unless the mode has an
+# `eglot-language-id` property or the server entry names a :language-id.
+_EGLOT: dict[str, str] = {
+    **_same(
+        "abap actionscript ada agda alloy antlr applescript arduino asm astro awk c clojure "
+        "cmake cobol crystal csharp css csv d dart diff dockerfile elixir elm emacs-lisp erlang "
+        "fish fortran fsharp gdscript gleam glsl go graphql groovy haml haskell haxe hcl hlsl "
+        "html idris isabelle java javascript jinja json jsonc julia kotlin latex lean less lisp "
+        "lua markdown matlab meson mojo nginx nim nix ocaml octave odin org pascal perl php "
+        "powershell prolog purescript python quarto r racket reason ruby rust sas sass scala "
+        "scheme scss smalltalk sml solidity sparql sql stan stata svelte swift tcl terraform "
+        "tex thrift toml typescript typst v vala verilog vhdl vue wgsl xml yaml zig"
+    ),
+    "agda2": "agda",
+    "bash": "shellscript",
+    "bat": "bat",
+    "bazel-build": "starlark",
+    "bazel-starlark": "starlark",
+    "bazel-workspace": "starlark",
+    "bibtex": "bibtex",
+    "bsv": "bluespec",
+    "c++": "cpp",
+    "caml": "ocaml",
+    "clojure-ts-clojurescript": "clojure",
+    "clojure-ts-clojurec": "clojure",
+    "clojurec": "clojure",
+    "clojurescript": "clojure",
+    "coffee": "coffeescript",
+    "conf-javaprop": "properties",
+    "conf-toml": "toml",
+    "context": "tex",
+    "cperl": "perl",
+    "cuda": "cuda-cpp",
+    "cython": "python",
+    "delphi": "objectpascal",
+    "docker-compose": "dockercompose",
+    "enh-ruby": "ruby",
+    "ess-julia": "julia",
+    "ess-r": "r",
+    "ess-sas": "sas",
+    "ess-stata": "stata",
+    "f90": "fortran",
+    "gfm": "markdown",
+    "git-commit": "git-commit",
+    "git-rebase": "git-rebase",
+    "go-dot-mod": "go.mod",
+    "go-dot-work": "go.work",
+    "go-mod": "go.mod",
+    "go-work": "go.work",
+    "haskell-literate": "literate haskell",
+    "heex": "phoenix-heex",
+    "idris2": "idris",
+    "isar": "isabelle",
+    "jenkinsfile": "jenkinsfile",
+    "js": "javascript",
+    "js-json": "json",
+    "js-jsx": "javascriptreact",
+    "js2": "javascript",
+    "js2-jsx": "javascriptreact",
+    "lean4": "lean",
+    "less-css": "less",
+    "lisp-data": "emacs-lisp",
+    "lisp-interaction": "emacs-lisp",
+    "literate-haskell": "literate haskell",
+    "makefile": "makefile",
+    "makefile-automake": "makefile",
+    "makefile-bsdmake": "makefile",
+    "makefile-gmake": "makefile",
+    "makefile-imake": "makefile",
+    "makefile-makepp": "makefile",
+    "maplev": "maple",
+    "masm": "asm",
+    "mathematica": "wolfram",
+    "mhtml": "html",
+    "nasm": "asm",
+    "nushell": "nushell",
+    "nxml": "xml",
+    "objc": "objective-c",
+    "opascal": "objectpascal",
+    "phps": "php",
+    "plain-tex": "tex",
+    "poly-markdown": "markdown",
+    "poly-markdown+r": "rmd",
+    "protobuf": "proto3",
+    "rjsx": "javascriptreact",
+    "rst": "restructuredtext",
+    "rustic": "rust",
+    "sgml": "html",
+    "sh": "shellscript",
+    "shader": "shaderlab",
+    "ssass": "sass",
+    "systemd": "ini",
+    "texinfo": "plaintext",
+    "tsx": "typescriptreact",
+    "tuareg": "ocaml",
+    "typescript-tsx": "typescriptreact",
+    "vbnet": "vb",
+    "vimrc": "vim",
+    "visual-basic": "vb",
+    "web": "html",
+    "wolfram": "wolfram",
+    "xah-wolfram": "wolfram",
+    "xsl": "xsl",
+}
+
+# Emacs with lsp-mode: every value of its `lsp-language-id-configuration`.
+_LSP_MODE: dict[str, str] = {
+    **_same(
+        "ada astro awk bibtex c clojure cmake cpp crystal csharp css d dart dockerfile elixir "
+        "elm erlang fortran fsharp gdscript gleam glsl go go.mod graphql groovy haskell haxe "
+        "html idris java javascript javascriptreact json jsonc julia kotlin latex less lua "
+        "markdown mojo nginx nim nix ocaml objective-c org perl php plaintext powershell prolog "
+        "purescript python r racket reason restructuredtext ruby rust sass scala scss shaderlab "
+        "shellscript solidity sql svelte swift terraform toml typescript typescriptreact v vala "
+        "verilog vhdl vim vue wgsl xml yaml zig"
+    ),
+    "actionscript": "actionscript",
+    "clojurescript": "clojure",
+    "context": "tex",
+    "cuda": "cuda-cpp",
+    "idris2": "idris",
+    "mdx": "mdx",
+    "nushell": "nushell",
+    "plaintex": "tex",
+    "protobuf": "proto3",
+    "spring-boot-properties": "properties",
+    "spring-boot-properties-yaml": "yaml",
+}
+
+# The upstream table's own keys, so that a client configured with them (or a user who reads the
+# model's documentation) gets the tag they name.
+_UPSTREAM_NAMES: dict[str, str] = {
+    "assembly": "asm",
+    "c#": "csharp",
+    "c-sharp": "csharp",
+    "common-lisp": "commonlisp",
+    "f-sharp": "fsharp",
+    "java-server-pages": "jsp",
+    "literate-agda": "lagda",
+    "literate-coffeescript": "litcoffee",
+    "objective-c++": "objective-cpp",
+    "objectivec": "objective-c",
+    "protocol-buffer": "proto3",
+    "rmarkdown": "rmd",
+    "shell": "shellscript",
+    "standard-ml": "sml",
+}
+
+# Later tables win where an id means different things to different editors.
+_SOURCES: dict[str, dict[str, str]] = {
+    "upstream": _UPSTREAM_NAMES,
+    "lsp-mode": _LSP_MODE,
+    "eglot": _EGLOT,
+    "neovim": _NEOVIM,
+    "vscode": _VSCODE,
+}
+_ALIASES: dict[str, str] = {
+    language_id: canonical
+    for table in _SOURCES.values()
+    for language_id, canonical in table.items()
+}
+
+# File name suffixes (lower case), longest first where one ends another.
 _EXTENSIONS: dict[str, str] = {
+    ".lagda.md": "lagda",
+    ".lagda.org": "lagda",
+    ".lagda.rst": "lagda",
+    ".lagda.tex": "lagda",
+    ".lagda.typ": "lagda",
     ".abap": "abap",
     ".as": "actionscript",
     ".adb": "ada",
@@ -325,12 +646,14 @@ _EXTENSIONS: dict[str, str] = {
     ".als": "alloy",
     ".g4": "antlr",
     ".applescript": "applescript",
+    ".scpt": "applescript",
     ".ino": "arduino",
     ".asm": "asm",
     ".s": "asm",
     ".nasm": "asm",
     ".aug": "augeas",
     ".awk": "awk",
+    ".gawk": "awk",
     ".bas": "vb",
     ".bsv": "bluespec",
     ".c": "c",
@@ -342,7 +665,6 @@ _EXTENSIONS: dict[str, str] = {
     ".cmake": "cmake",
     ".cob": "cobol",
     ".cbl": "cobol",
-    ".cpy": "cobol",
     ".coffee": "coffeescript",
     ".litcoffee": "litcoffee",
     ".cl": "commonlisp",
@@ -360,6 +682,8 @@ _EXTENSIONS: dict[str, str] = {
     ".ipp": "cpp",
     ".tpp": "cpp",
     ".inl": "cpp",
+    ".cppm": "cpp",
+    ".ixx": "cpp",
     ".cs": "csharp",
     ".csx": "csharp",
     ".css": "css",
@@ -368,7 +692,6 @@ _EXTENSIONS: dict[str, str] = {
     ".dart": "dart",
     ".dpr": "objectpascal",
     ".dpk": "objectpascal",
-    ".dfm": "objectpascal",
     ".pas": "pascal",
     ".dockerfile": "dockerfile",
     ".ex": "elixir",
@@ -391,6 +714,8 @@ _EXTENSIONS: dict[str, str] = {
     ".glsl": "glsl",
     ".vert": "glsl",
     ".frag": "glsl",
+    ".geom": "glsl",
+    ".comp": "glsl",
     ".go": "go",
     ".groovy": "groovy",
     ".gradle": "groovy",
@@ -412,13 +737,16 @@ _EXTENSIONS: dict[str, str] = {
     ".kts": "kotlin",
     ".lagda": "lagda",
     ".tex": "latex",
+    ".ltx": "latex",
     ".sty": "latex",
     ".cls": "latex",
     ".lean": "lean",
+    ".less": "less",
     ".lua": "lua",
     ".mk": "makefile",
     ".mak": "makefile",
     ".mpl": "maple",
+    ".mw": "maple",
     ".md": "markdown",
     ".markdown": "markdown",
     ".m": "objective-c",
@@ -435,6 +763,7 @@ _EXTENSIONS: dict[str, str] = {
     ".py": "python",
     ".pyi": "python",
     ".pyw": "python",
+    ".qmd": "quarto",
     ".r": "r",
     ".rkt": "racket",
     ".rst": "restructuredtext",
@@ -448,6 +777,7 @@ _EXTENSIONS: dict[str, str] = {
     ".sc": "scala",
     ".scm": "scheme",
     ".ss": "scheme",
+    ".scss": "scss",
     ".sh": "shellscript",
     ".bash": "shellscript",
     ".zsh": "shellscript",
@@ -474,6 +804,7 @@ _EXTENSIONS: dict[str, str] = {
     ".tsx": "typescriptreact",
     ".vb": "vb",
     ".vbs": "vb",
+    ".vba": "vba",
     ".v": "verilog",
     ".vh": "verilog",
     ".vhd": "vhdl",
@@ -497,21 +828,49 @@ _EXTENSIONS: dict[str, str] = {
     ".txt": "plaintext",
 }
 
+# Whole file names (lower case) that say more than their suffix.
 _FILE_NAMES: dict[str, str] = {
     "makefile": "makefile",
     "gnumakefile": "makefile",
     "dockerfile": "dockerfile",
     "containerfile": "dockerfile",
     "cmakelists.txt": "cmake",
+    "compose.yaml": "dockercompose",
+    "compose.yml": "dockercompose",
+    "docker-compose.yaml": "dockercompose",
+    "docker-compose.yml": "dockercompose",
     "rakefile": "ruby",
     "gemfile": "ruby",
-    "jenkinsfile": "groovy",
+    "podfile": "ruby",
+    "vagrantfile": "ruby",
+    "jenkinsfile": "jenkinsfile",
+    "build.gradle": "groovy",
     ".bashrc": "shellscript",
     ".bash_profile": "shellscript",
+    ".bash_aliases": "shellscript",
     ".zshrc": "shellscript",
+    ".zprofile": "shellscript",
     ".profile": "shellscript",
     "pkgbuild": "shellscript",
+    ".cshrc": "tcsh",
+    ".tcshrc": "tcsh",
     ".emacs": "emacs-lisp",
+    "go.mod": "go.mod",
+    "go.sum": "go.sum",
+    "go.work": "go.work",
+}
+
+# Ids some editors use for a family of files, which the file's suffix can narrow down (Neovim
+# calls Emacs Lisp files "lisp"; Emacs edits SystemVerilog in verilog-mode).
+_NARROWER: dict[str, frozenset[str]] = {
+    "agda": frozenset({"lagda"}),
+    "coffeescript": frozenset({"litcoffee"}),
+    "haskell": frozenset({"literate haskell"}),
+    "lisp": frozenset({"emacs-lisp", "commonlisp"}),
+    "markdown": frozenset({"rmd", "quarto", "lagda"}),
+    "pascal": frozenset({"objectpascal"}),
+    "verilog": frozenset({"systemverilog"}),
+    "yaml": frozenset({"dockercompose"}),
 }
 
 
@@ -522,10 +881,11 @@ def _lookup(language_id: str) -> str | None:
     if key in _ALIASES:
         return _ALIASES[key]
     # Vim's compound filetypes ("htmldjango.html"): the first known part names the language.
-    for part in key.split(".") if "." in key else ():
-        found = _lookup(part)
-        if found:
-            return found
+    if "." in key:
+        for part in key.split("."):
+            found = _lookup(part)
+            if found:
+                return found
     return None
 
 
@@ -536,10 +896,14 @@ def language_id_for_path(path: str | os.PathLike[str]) -> str | None:
         return _FILE_NAMES[name]
     if name.startswith(("dockerfile.", "containerfile.")):
         return "dockerfile"
-    if name.startswith("makefile."):
+    if name.startswith(("makefile.", "gnumakefile.")):
         return "makefile"
-    suffix = PurePosixPath(name).suffix
-    return _EXTENSIONS.get(suffix)
+    suffixes = PurePosixPath(name).suffixes
+    for count in (2, 1):
+        found = _EXTENSIONS.get("".join(suffixes[-count:]))
+        if found:
+            return found
+    return None
 
 
 def _uri_path(uri: str) -> str:
@@ -550,16 +914,20 @@ def _uri_path(uri: str) -> str:
 def canonical_language_id(language_id: str | None, uri: str | None = None) -> str | None:
     """The canonical id for what the client sent, falling back to the document's file name.
 
-    The file name is only a fallback: the client's id reflects what the user chose (a mode set
-    by hand, a modeline), which the name cannot know.
+    The client's id wins over the file name: it reflects what the user chose (a mode set by
+    hand, a modeline), which the name cannot know. The name decides only when the id is missing,
+    unknown or generic ("plaintext"), or when it narrows a family id down to a member with a
+    tag of its own (Neovim's "lisp" for an ``.el`` file is Emacs Lisp).
     """
-    if language_id:
-        found = _lookup(language_id)
-        if found:
-            return found
-    if uri:
-        return language_id_for_path(_uri_path(uri))
-    return None
+    found = _lookup(language_id) if language_id else None
+    if found is not None and found not in _GENERIC and found not in _NARROWER:
+        return found
+    guessed = language_id_for_path(_uri_path(uri)) if uri else None
+    if found is None:
+        return guessed
+    if found in _GENERIC:
+        return guessed or found
+    return guessed if guessed in _NARROWER[found] else found
 
 
 def tag_line(language_id: str | None) -> str | None:
