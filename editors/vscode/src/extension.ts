@@ -1,0 +1,41 @@
+// Entry point: wires the log, the status bar item, the commands and the server together.
+
+import * as vscode from 'vscode';
+
+import { ServerController } from './server';
+import { StatusTracker, statusView, type Status } from './status';
+
+let controller: ServerController | undefined;
+
+export function activate(context: vscode.ExtensionContext): void {
+  const output = vscode.window.createOutputChannel('CodeGeeX2', { log: true });
+
+  const item = vscode.window.createStatusBarItem('codegeex2.status', vscode.StatusBarAlignment.Right, 100);
+  item.name = 'CodeGeeX2';
+  item.command = 'codegeex2.showLog';
+  const render = (status: Status): void => {
+    const view = statusView(status);
+    item.text = view.text;
+    item.tooltip = view.tooltip;
+    item.backgroundColor = view.background === undefined ? undefined : new vscode.ThemeColor(view.background);
+  };
+  const tracker = new StatusTracker(render);
+  render(tracker.status);
+  item.show();
+
+  controller = new ServerController(output, tracker);
+  const server = controller;
+  context.subscriptions.push(
+    output,
+    item,
+    server,
+    vscode.commands.registerCommand('codegeex2.showLog', () => output.show(true)),
+    vscode.commands.registerCommand('codegeex2.restartServer', () => server.restart()),
+  );
+  void server.start();
+}
+
+export function deactivate(): Promise<void> | undefined {
+  // Awaited by VS Code, so the server process is asked to exit before the host goes away.
+  return controller?.stop();
+}
