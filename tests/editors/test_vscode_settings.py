@@ -1,0 +1,63 @@
+"""The VS Code extension contributes exactly the server's settings, documented the same way.
+
+VS Code validates and documents settings from ``package.json`` alone, so a setting added to the
+server but not there, or a default that drifted, would be invisible or wrong for users.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codegeex2_lsp.config import SECTION, SETTINGS, SettingSpec
+
+PACKAGE_JSON = Path(__file__).resolve().parents[2] / "editors" / "vscode" / "package.json"
+
+# Settings of the extension itself: how to start the server, and the client's own trace.
+CLIENT_ONLY = {"serverCommand", "pythonPath", "serverEnv", "trace.server"}
+
+
+def _properties() -> dict[str, dict[str, Any]]:
+    manifest = json.loads(PACKAGE_JSON.read_text(encoding="utf-8"))
+    properties: dict[str, dict[str, Any]] = manifest["contributes"]["configuration"]["properties"]
+    return properties
+
+
+def _server_properties() -> dict[str, dict[str, Any]]:
+    prefix = SECTION + "."
+    found = {}
+    for name, schema in _properties().items():
+        assert name.startswith(prefix), f"{name} is outside the {SECTION} section"
+        key = name.removeprefix(prefix)
+        if key not in CLIENT_ONLY:
+            found[key] = schema
+    return found
+
+
+def test_contributes_exactly_the_server_settings() -> None:
+    assert sorted(_server_properties()) == sorted(spec.key for spec in SETTINGS)
+
+
+@pytest.mark.parametrize("spec", SETTINGS, ids=lambda spec: spec.key)
+def test_setting_matches_the_server(spec: SettingSpec) -> None:
+    schema = _server_properties()[spec.key]
+    assert schema["type"] == spec.kind
+    assert schema["default"] == spec.default
+    # The same one-line text as the server's --help, so the two never tell different stories.
+    assert schema["description"] == spec.description
+    assert tuple(schema.get("enum", ())) == spec.choices
+    assert schema.get("pattern") == spec.pattern
+    # JSON Schema writes an open lower bound as exclusiveMinimum; either names the same number.
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    assert low == spec.minimum
+    assert schema.get("maximum") == spec.maximum
+
+
+def test_client_only_settings_are_documented() -> None:
+    properties = _properties()
+    for key in CLIENT_ONLY:
+        schema = properties[f"{SECTION}.{key}"]
+        assert schema.get("description") or schema.get("markdownDescription"), key
