@@ -90,13 +90,16 @@ def _fits(encode: Encode, text: str, budget: int) -> bool:
 def _tail_start(encode: Encode, line: str, budget: int) -> int:
     """Where to cut ``line`` so that the rest encodes to at most ``budget`` tokens.
 
-    The cut lies on a grid of about half a budget's worth of characters, so that typing at the
-    end of the line keeps the cut (and the prompt's first tokens) in place until the budget
-    forces a jump. When the grid would keep nothing, the cut is searched character by character.
+    The cut lies on a grid of a quarter of the budget in characters, so that typing at the end
+    of the line keeps the cut (and the prompt's first tokens) in place until the budget forces a
+    jump, while at most a quarter of the budget goes unused (less with real tokens, which are
+    longer than one character). When the grid would keep nothing, the cut is searched character
+    by character.
+
     The search is a bisection: token counts of suffixes are not strictly monotonic, but the
     result always fits, because the upper end of the interval only ever moves to a fitting cut.
     """
-    grid = max(1, budget // 2)
+    grid = max(1, budget // 4)
     positions = [*range(0, len(line), grid), len(line)]
     cut = positions[_first_fitting(encode, line, positions, budget)]
     if cut == len(line) and grid > 1:
