@@ -12,7 +12,7 @@ Everything here is a pure function on strings; nothing reads files or touches th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Literal
 
@@ -441,8 +441,12 @@ class _Context:
     line_prefix: str
     line_suffix: str
     next_lines: list[str]
+    previous: list[str]
     tab: int
     start_state: _State
+    cursor_opens: bool  # the cursor's line opened a bracket or block it has not closed
+    cursor_brackets: int  # how many brackets that line left open
+    in_code: bool  # the cursor is in code, not in a string or comment
 
 
 def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -> _Context:
@@ -454,14 +458,24 @@ def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -
     next_lines = [line.rstrip() for line in tail[1:] if line.strip()][:_SUFFIX_LINES]
     before = prefix[: len(prefix) - len(line_prefix)]
     start = _state_before(before, lang) if before else None
-    state = _lex(line_prefix, lang, start)[2]
+    code, events, state = _lex(line_prefix, lang, start)
+    opened: list[str] = []
+    _outer_close(events, opened)
+    if lang.opener is not None and lang.closer is not None:
+        opens = len(lang.opener.findall(code)) > len(lang.closer.findall(code))
+    else:
+        opens = False
     return _Context(
         lang=lang,
         line_prefix=line_prefix,
         line_suffix=tail[0],
         next_lines=next_lines,
+        previous=[line.rstrip() for line in head[:cut].split("\n")[-8:]] if cut >= 0 else [],
         tab=tab_size or 4,
         start_state=state,
+        cursor_opens=bool(opened) or opens,
+        cursor_brackets=len(opened),
+        in_code="\0" in _lex(line_prefix + "\0", lang, start)[0],
     )
 
 
@@ -515,30 +529,32 @@ def _squash(text: str) -> str:
 
 
 def _single_line(first: str, ctx: _Context) -> tuple[str, bool]:
-    """The part of the first line to insert before the text already after the cursor."""
+    """The part of the first line to insert before the text already after the cursor.
+
+    The line ends where the completion closes a bracket or string opened before the cursor
+    (the editor already shows that closer, usually auto-inserted). Text after the cursor up
+    to its own first such closer (`, 0` in `, 0);`) is dropped from the end when repeated.
+    Brackets the completion opened itself are never cut in half: without an outer closer,
+    only the suffix's text before its first closer can be repeated.
+    """
     at, _ = _first_close_in(first, ctx)
     settled = at >= 0
     line = first[:at] if settled else first
-    rest = ctx.line_suffix.strip()
-    if rest:
-        suffix_at, _ = _first_close_in(ctx.line_suffix, ctx)
-        head = ctx.line_suffix[:suffix_at].strip() if suffix_at >= 0 else rest
-        for tail in (rest, head):
-            squashed = _squash(tail)
-            if not squashed:
-                continue
-            body = line.rstrip()
-            if _squash(body).endswith(squashed):
-                # Walk back over the repeated characters, skipping whitespace in both.
-                k = len(body)
-                need = len(squashed)
-                while need and k:
-                    k -= 1
-                    if not body[k].isspace():
-                        need -= 1
-                line = body[:k]
-                break
-    return line.rstrip(), settled
+    suffix_at, _ = _first_close_in(ctx.line_suffix, ctx)
+    head = ctx.line_suffix[:suffix_at] if suffix_at >= 0 else ctx.line_suffix
+    squashed = _squash(head)
+    body = line.rstrip()
+    if squashed and _squash(body).endswith(squashed):
+        k = len(body)
+        need = len(squashed)
+        while need and k:
+            k -= 1
+            if not body[k].isspace():
+                need -= 1
+        line = body[:k]
+    if ctx.line_suffix[:1].isspace() or not ctx.line_suffix.strip():
+        line = line.rstrip()
+    return line, settled
 
 
 @dataclass
@@ -560,25 +576,41 @@ def _is_closing_line(stripped: str, lang: _Lang) -> str:
     return ""
 
 
-def _repeats(lines: list[str], j: int) -> int:
-    """Start of a repetition that line j completes, or -1: a loop the model fell into."""
+def _repeats(lines: list[str], j: int, floor: int) -> int:
+    """Where to cut when line j completes a repetition, or -1: a loop the model fell into.
+
+    `lines` starts with the document's lines before the completion (`floor` of them), so
+    copying the lines just above the cursor counts too; the cut never reaches back into
+    them. A first line that only rewrites the line above is dropped; a line seen three times
+    in a row keeps one copy; a block of lines written twice in a row keeps the first.
+    """
     line = lines[j]
-    if not line.strip() or _is_trivial(line):
+    if _is_trivial(line):
         return -1
+    if j == floor and _squash(line) == _squash(_last_written(lines[:floor])):
+        return floor
     if j >= 2 and lines[j - 1] == line and lines[j - 2] == line:
-        return j - 1
+        run = j - 2
+        while run > 0 and lines[run - 1] == line:
+            run -= 1
+        return max(run, floor) + 1
     for size in range(2, min(8, (j + 1) // 2) + 1):
-        first = j - 2 * size + 1
-        block = lines[first + size : j + 1]
-        if lines[first : first + size] == block and any(
-            s.strip() and not _is_trivial(s) for s in block
-        ):
-            return first + size
+        second = j - size + 1
+        if second < floor:
+            break
+        block = lines[second : j + 1]
+        if lines[second - size : second] == block and any(not _is_trivial(s) for s in block):
+            return second
     return -1
 
 
+def _last_written(lines: list[str]) -> str:
+    return next((line for line in reversed(lines) if line.strip()), "")
+
+
 def _is_trivial(line: str) -> bool:
-    return len(_squash(line)) < 3
+    """Too short to call a repetition a loop (`}`, `end`, a blank line)."""
+    return len(_squash(line)) < 4
 
 
 _REPEATING_END = re.compile(r"(.{1,16}?)\1{3,}$")
@@ -597,130 +629,172 @@ def _ends_in_loop(line: str, complete: bool) -> bool:
     return count >= 12 if complete else len(m.group(0)) >= 12
 
 
-def _scan(lines: list[str], ctx: _Context, complete: int, final: bool) -> _Scan:
-    """Find the first line the completion should stop before (multi-line mode).
+class _Scanner:
+    """Walks the completion line by line and finds the first line it should stop at.
 
-    Only the first `complete` lines are known to be whole; a rule fires only on them, so
-    the result never depends on text still being generated. With `final`, the last line is
-    whole too (generation ended).
+    Multi-line mode only. Only the first `complete` lines are known to be whole; a rule
+    fires only on them, so the result never depends on text still being generated. With
+    `final`, the last line is whole too (generation ended).
     """
-    lang = ctx.lang
-    tab = ctx.tab
-    prefix_blank = not ctx.line_prefix.strip()
-    base: int | None = None if not ctx.line_prefix else _width(ctx.line_prefix, tab)
-    next_line = ctx.next_lines[0] if ctx.next_lines else None
-    next_indent = _width(next_line, tab) if next_line is not None else 0
-    stack: list[str] = []
-    end_depth = 0
-    opened = False
-    closed = False
-    deeper = False
-    content = False
-    blank_run = 0
-    state = ctx.start_state
-    full = [ctx.line_prefix + lines[0], *lines[1:]]
-    limit = len(lines) if final else complete
-    for j in range(limit):
-        line = full[j]
+
+    def __init__(self, lines: list[str], ctx: _Context) -> None:
+        self.lines = lines
+        self.ctx = ctx
+        self.lang = ctx.lang
+        self.base: int | None = _width(ctx.line_prefix, ctx.tab) if ctx.line_prefix else None
+        self.next_line = ctx.next_lines[0] if ctx.next_lines else None
+        self.next_indent = _width(self.next_line, ctx.tab) if self.next_line is not None else 0
+        self.stack: list[str] = []  # brackets the completion opened and has not closed
+        self.end_depth = 0  # the same for block keywords (do … end)
+        self.opened = False  # the completion is inside a block it opened
+        self.closed = False  # … and has closed it again: a construct is complete
+        self.deeper = False  # some line went deeper than the cursor's block
+        self.content = False
+        self.blank_run = 0
+        self.state = ctx.start_state
+        self.full = [ctx.line_prefix + lines[0], *lines[1:]]
+        self.history = [*ctx.previous, *(line.rstrip() for line in self.full)]
+        self.floor = len(ctx.previous)
+
+    def scan(self, complete: int, final: bool) -> _Scan:
+        limit = len(self.lines) if final else complete
+        for j in range(limit):
+            keep = self.step(j, complete=j < complete)
+            if keep is not None:
+                return _Scan(keep, True)
+        return _Scan(limit, False)
+
+    def step(self, j: int, complete: bool) -> int | None:
+        """Account for line j; the number of lines to keep when the completion ends here."""
+        line = self.full[j]
         stripped = line.strip()
         if not stripped:
-            if content:
-                blank_run += 1
-                if blank_run >= 2:
-                    return _Scan(j - 1, True)
-            continue
-        starts_line = j > 0 or prefix_blank
-        indent = _width(line, tab)
-        in_string = state is not None
-        if base is None:
-            base = indent
-        if starts_line and not in_string:
-            stop = _stop_before(
-                line,
-                stripped,
-                indent,
-                base,
-                ctx,
-                j,
-                content,
-                closed,
-                deeper,
-                blank_run,
-                stack,
-                end_depth,
-                next_line,
-                next_indent,
-            )
-            if stop == "before":
-                return _Scan(j, True)
-            if stop == "after":
-                return _Scan(j + 1, True)
-        repeat = _repeats(full, j)
-        if repeat >= 0:
-            return _Scan(repeat, True)
-        if _ends_in_loop(line, complete=j < complete):
-            return _Scan(j, True)
-        code, events, state = _lex(line if j else lines[0], lang, state)
-        _outer_close(events, stack)
-        if lang.opener is not None and lang.closer is not None:
-            end_depth += len(lang.opener.findall(code)) - len(lang.closer.findall(code))
+            if self.content:
+                self.blank_run += 1
+                if self.blank_run >= 2:
+                    return j - 1
+            return None
+        indent = _width(line, self.ctx.tab)
+        if self.base is None:
+            self.base = indent
+        in_string = self.state is not None
+        code, events, state = _lex(line if j else self.lines[0], self.lang, self.state)
+        starts_line = j > 0 or not self.ctx.line_prefix.strip()
+        closing = ""
+        if starts_line and not in_string and not self.stack and not self.end_depth:
+            closing = _is_closing_line(stripped, self.lang)
+            if closing in ")]" and self.lang.kind == "end":
+                closing = ""
+        stack = list(self.stack)
+        outer = _outer_close(events, stack)
+        end_depth = self.end_depth
+        if self.lang.opener is not None and self.lang.closer is not None:
+            end_depth += len(self.lang.opener.findall(code)) - len(self.lang.closer.findall(code))
             end_depth = max(end_depth, 0)
+        reopens = bool(closing) and (bool(stack) or end_depth > 0)
+        if starts_line and not in_string:
+            verdict = self.verdict(j, stripped, indent, closing, reopens)
+            if verdict == "before":
+                return j
+            if verdict == "after":
+                return j + 1
+        repeat = _repeats(self.history, self.floor + j, self.floor)
+        if repeat >= 0:
+            return repeat - self.floor
+        if _ends_in_loop(line, complete):
+            return j
+        self.state = state
+        if reopens:
+            # `} else {`: the block it opens continues the one it closed, which was opened
+            # before the cursor, so its closer is again one the document may already have.
+            stack, end_depth = [], 0
+        self.stack, self.end_depth = stack, end_depth
         depth = len(stack) + end_depth
-        if j > 0 and indent > base:
-            deeper = True
+        if j > 0 and indent > self.base:
+            self.deeper = True
         if depth > 0:
-            opened = True
-        elif opened and j > 0 and indent <= base:
-            closed = True
-            opened = False
-        if j > 0 or lines[0].strip():
-            content = True
-        blank_run = 0
-        if lang.kind == "sql" and depth == 0 and code.rstrip().endswith(";"):
-            return _Scan(j + 1, True)
-    return _Scan(limit, False)
+            self.opened = True
+        elif (self.opened or outer >= 0) and j > 0 and indent <= self.base:
+            self.closed = True
+            self.opened = False
+        self.content = True
+        self.blank_run = 0
+        if (
+            j == 0
+            and not starts_line
+            and self.lines[0].strip()
+            and self.finishes_line(code, events)
+        ):
+            return 1
+        if self.lang.kind == "sql" and depth == 0 and code.rstrip().endswith(";"):
+            return j + 1
+        return None
 
+    def finishes_line(self, code: str, events: list[tuple[int, str]]) -> bool:
+        """Whether the completion's first line ends the statement the cursor was typing.
 
-def _stop_before(
-    line: str,
-    stripped: str,
-    indent: int,
-    base: int,
-    ctx: _Context,
-    j: int,
-    content: bool,
-    closed: bool,
-    deeper: bool,
-    blank_run: int,
-    stack: list[str],
-    end_depth: int,
-    next_line: str | None,
-    next_indent: int,
-) -> str:
-    """Whether a new line ends the completion: 'before' it, 'after' it, or '' (go on)."""
-    lang = ctx.lang
-    closing = _is_closing_line(stripped, lang) if not stack and not end_depth else ""
-    if closing and not (closing in ")]" and lang.kind == "end"):
-        if next_line is not None and (
-            next_line.strip().startswith(closing) or next_indent > indent
+        Completing a line is a request for that line: further statements are a guess the
+        user did not ask for. A line that opens a block, leaves a bracket open or ends in an
+        operator goes on.
+        """
+        if self.stack or self.end_depth or self.state is not None or not self.ctx.in_code:
+            return False
+        outer = 0
+        own = 0
+        for _, char in events:
+            if char in _OPEN_TO_CLOSE:
+                own += 1
+            elif own:
+                own -= 1
+            else:
+                outer += 1
+        if outer < self.ctx.cursor_brackets:
+            return False
+        last = code.rstrip()[-1:]
+        return not last or last not in ",+-*/%\\&|=<>([{:.?"
+
+    def closer_is_theirs(self, closing: str) -> bool:
+        """Whether the document's next line already closes the block a closing line closes."""
+        if self.next_line is None or not self.next_line.strip().startswith(closing):
+            return False
+        # When the cursor's own line opened the block, a closer further out belongs to an
+        # enclosing block; the indentation tells which.
+        return not self.ctx.cursor_opens or self.next_indent == self.base
+
+    def verdict(self, j: int, stripped: str, indent: int, closing: str, reopens: bool) -> str:
+        """Whether a new line ends the completion: 'before' it, 'after' it, or '' (go on)."""
+        base = self.base if self.base is not None else indent
+        if closing:
+            if self.closer_is_theirs(closing):
+                return "" if reopens else "before"
+            if self.next_line is not None and self.next_indent > indent:
+                return "before"
+            if reopens:
+                return ""
+            return "after" if self.content else "before"
+        next_line = self.next_line
+        if (
+            next_line is not None
+            and _squash(stripped) == _squash(next_line)
+            and (indent == self.next_indent or not (self.stack or self.end_depth))
         ):
             return "before"
-        return "after" if content else "before"
-    if next_line is not None and stripped == next_line.strip() and indent == next_indent:
-        return "before"
-    if indent < base and not stack:
-        return "before"
-    if indent > base or j == 0:
+        if indent < base and not self.stack:
+            return "before"
+        if indent > base or j == 0:
+            return ""
+        lang = self.lang
+        if lang.continuation is not None and lang.continuation.match(stripped):
+            return ""
+        finished = self.closed or (
+            self.deeper and lang.kind in ("indent", "generic") and not self.stack
+        )
+        if finished and (base == 0 or self.blank_run):
+            return "before"
+        defines = lang.definition is not None and lang.definition.match(stripped)
+        if defines and self.content and (finished or self.blank_run):
+            return "before"
         return ""
-    continues = lang.continuation is not None and lang.continuation.match(stripped)
-    if continues:
-        return ""
-    if content and lang.definition is not None and lang.definition.match(stripped):
-        return "before"
-    finished = closed or (deeper and lang.kind in ("indent", "generic") and not stack)
-    if finished and (base == 0 or blank_run):
-        return "before"
-    return ""
 
 
 def _apply_indent_style(
@@ -775,28 +849,61 @@ def _space_unit(prefix: str) -> int:
     return min(steps) if steps else 0
 
 
+_AUTO_CLOSED = re.compile(r"^[\)\]\}]+[;,]?$")
+
+
+def _pair_closer(ctx: _Context) -> str:
+    """The closer after the cursor when it sits inside an empty pair, `{█}`, or ''.
+
+    There the model usually breaks the line and writes the body; the closer the editor
+    inserted then belongs on its own line after it, so multi-line text is allowed.
+    """
+    before = ctx.line_prefix.rstrip()
+    after = ctx.line_suffix.strip()
+    opener = before[-1:]
+    if (
+        opener in _OPEN_TO_CLOSE
+        and _AUTO_CLOSED.match(after)
+        and after[0] == _OPEN_TO_CLOSE[opener]
+    ):
+        return after
+    return ""
+
+
 def _truncate(
     completion: str, ctx: _Context, multiline: Multiline, final: bool
-) -> tuple[str, bool]:
-    """The kept text (before whitespace and style clean-up) and whether it is settled."""
+) -> tuple[str, bool, str | None]:
+    """The kept text (before whitespace and style clean-up), whether it is settled, and the
+    indentation of a last line to add so a closer after the cursor lands on a line of its own.
+    """
     text = _normalise(completion, ctx)
     has_tail = bool(ctx.line_suffix.strip())
     if has_tail and not ctx.line_prefix.strip():
         # The cursor is in the indentation before code: nothing sensible fits there.
-        return "", True
+        return "", True, None
     newline = text.find("\n")
     first = text if newline < 0 else text[:newline]
+    closer = _pair_closer(ctx) if multiline != "never" and has_tail else ""
+    if closer and newline == 0:
+        inner = replace(
+            ctx,
+            line_suffix="",
+            next_lines=[_leading(ctx.line_prefix) + closer, *ctx.next_lines],
+            cursor_opens=True,
+        )
+        lines = text.split("\n")
+        scan = _Scanner(lines, inner).scan(len(lines) - 1, final)
+        return "\n".join(lines[: scan.keep]), scan.settled, _leading(ctx.line_prefix)
     if multiline == "never" or (has_tail and multiline == "auto"):
         line, settled = _single_line(first, ctx)
-        return line, settled or newline >= 0
+        return line, settled or newline >= 0, None
     if has_tail:
         at, _ = _first_close_in(first, ctx)
         if at >= 0:
-            return _single_line(first, ctx)[0], True
+            return _single_line(first, ctx)[0], True, None
     lines = text.split("\n")
-    complete = len(lines) - 1
-    scan = _scan(lines, ctx, complete, final)
-    return "\n".join(lines[: scan.keep]), scan.settled
+    scan = _Scanner(lines, ctx).scan(len(lines) - 1, final)
+    return "\n".join(lines[: scan.keep]), scan.settled, None
 
 
 def _only_repeats_suffix(lines: list[str], ctx: _Context) -> bool:
@@ -826,9 +933,12 @@ def postprocess(
     are the request's formatting options, when the client sent them.
     """
     ctx = _context(prefix, suffix, language_id, tab_size)
-    kept, _ = _truncate(completion, ctx, multiline, final=True)
-    lines = [line.rstrip() for line in kept.split("\n")]
-    while lines and not lines[-1]:
+    kept, _, tail = _truncate(completion, ctx, multiline, final=True)
+    lines = kept.split("\n")
+    mid_line = len(lines) == 1 and bool(ctx.line_suffix.strip())
+    if not mid_line:
+        lines = [line.rstrip() for line in lines]
+    while lines and not lines[-1].strip():
         lines.pop()
     if not lines or _only_repeats_suffix(lines, ctx):
         return ""
@@ -837,6 +947,8 @@ def postprocess(
     lines = _apply_indent_style(
         lines, ctx, prefix, insert_spaces, tab_size, first_is_line_start=not ctx.line_prefix
     )
+    if tail is not None:
+        lines.append(tail)
     eol = (
         "\r\n" if "\r\n" in prefix[-_PREFIX_WINDOW:] or "\r\n" in suffix[:_SUFFIX_WINDOW] else "\n"
     )

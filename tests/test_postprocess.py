@@ -1,86 +1,106 @@
-"""Post-processing decides what the editor shows: each case is a document with the cursor
-marked by █, the model's raw text, and the text that should be inserted."""
+"""Post-processing decides what the editor shows, so it is tested as a table of realistic
+situations: a document with the cursor in it, the model's raw text, and what should be
+inserted. The cases live in tests/postprocess_cases/*.txt, one language family a file:
+
+    === <language id> | <what the case shows>
+    --- options            (optional: `key: value` lines, passed to postprocess; `crlf: true`
+                            turns the document's line ends into CRLF, and the expected text's)
+    --- document           (the text around the cursor, which is marked with █)
+    --- raw                (the model's text)
+    --- expected           (the text to insert)
+
+A section is the text between its header and the next header, without its final newline.
+␣ stands for a space and ␉ for a tab where they would otherwise be invisible.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from codegeex2_lsp.postprocess import is_settled, postprocess
 
+CASES_DIR = Path(__file__).parent / "postprocess_cases"
 CURSOR = "█"
+_HEADER = re.compile(r"^=== (\S+) \| (.+)$", re.M)
+_SECTION = re.compile(r"^--- (options|document|raw|expected)$", re.M)
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
     language_id: str
-    document: str
+    prefix: str
+    suffix: str
     raw: str
     expected: str
     options: dict = field(default_factory=dict)
 
-    @property
-    def prefix(self) -> str:
-        return self.document.split(CURSOR)[0]
+    def kwargs(self) -> dict:
+        settled_options = {k: v for k, v in self.options.items() if k == "multiline"}
+        return {
+            "prefix": self.prefix,
+            "suffix": self.suffix,
+            "language_id": self.language_id,
+            **settled_options,
+        }
 
-    @property
-    def suffix(self) -> str:
-        return self.document.split(CURSOR)[1]
+
+def _visible(text: str) -> str:
+    return text.replace("␣", " ").replace("␉", "\t")
 
 
-CASES = [
-    Case(
-        "python function body stops at the next top-level def",
-        "python",
-        "def add(a, b):\n█\n",
-        "    return a + b\n\n\ndef sub(a, b):\n    return a - b\n",
-        "    return a + b",
-    ),
-    Case(
-        "python cursor after indentation is not indented twice",
-        "python",
-        "def add(a, b):\n    █\n",
-        "    return a + b\n\ndef sub(a, b):\n",
-        "return a + b",
-    ),
-    Case(
-        "python call argument before an auto-closed paren",
-        "python",
-        "print(█)\n",
-        '"hello")\nprint("x")',
-        '"hello"',
-    ),
-    Case(
-        "javascript body stops before the closing brace the suffix has",
-        "javascript",
-        "function f(x) {\n  █\n}\n",
-        "return x * 2;\n}\n\nfunction g() {",
-        "return x * 2;",
-    ),
-    Case(
-        "c function closed by the completion when the document has no brace yet",
-        "c",
-        "int main(void) {\n█",
-        '    printf("hi\\n");\n    return 0;\n}\n\nint foo() {',
-        '    printf("hi\\n");\n    return 0;\n}',
-    ),
-    Case(
-        "c call arguments drop the tail the line already has",
-        "c",
-        "    send(sock, █, 0);\n",
-        "buf, sizeof(buf), 0);\n",
-        "buf, sizeof(buf)",
-    ),
-    Case(
-        "python only whitespace is nothing",
-        "python",
-        "x = 1\n█",
-        "   \n  ",
-        "",
-    ),
-]
+def _option(value: str) -> object:
+    if value in ("true", "false"):
+        return value == "true"
+    return int(value) if value.isdigit() else value
+
+
+def _parse(path: Path) -> list[Case]:
+    text = path.read_text(encoding="utf-8")
+    headers = list(_HEADER.finditer(text))
+    cases = []
+    for i, header in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
+        body = text[header.end() + 1 : end]
+        marks = list(_SECTION.finditer(body))
+        sections = {}
+        for k, mark in enumerate(marks):
+            stop = marks[k + 1].start() if k + 1 < len(marks) else len(body)
+            sections[mark.group(1)] = _visible(body[mark.end() + 1 : stop][:-1])
+        options = {}
+        for line in sections.get("options", "").splitlines():
+            key, _, value = line.partition(":")
+            options[key.strip()] = _option(value.strip())
+        document, expected = sections["document"], sections["expected"]
+        if options.pop("crlf", False):
+            document = document.replace("\n", "\r\n")
+            expected = expected.replace("\n", "\r\n")
+        assert document.count(CURSOR) == 1, header.group(0)
+        prefix, suffix = document.split(CURSOR)
+        cases.append(
+            Case(
+                name=f"{path.stem}: {header.group(2)}",
+                language_id=header.group(1),
+                prefix=prefix,
+                suffix=suffix,
+                raw=sections["raw"],
+                expected=expected,
+                options=options,
+            )
+        )
+    return cases
+
+
+CASES = [case for path in sorted(CASES_DIR.glob("*.txt")) for case in _parse(path)]
+
+
+def test_the_table_is_wide() -> None:
+    assert len(CASES) >= 80
+    assert len({case.language_id for case in CASES}) >= 12
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -96,12 +116,12 @@ def test_postprocess(case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_settled_never_changes_the_result(case: Case) -> None:
-    kwargs = {"prefix": case.prefix, "suffix": case.suffix, "language_id": case.language_id}
-    if "multiline" in case.options:
-        kwargs["multiline"] = case.options["multiline"]
+def test_stopping_early_never_changes_the_result(case: Case) -> None:
+    """Once is_settled says so, no more text changes the answer (and it stays settled)."""
+    kwargs = case.kwargs()
     full = postprocess(case.raw, **kwargs)
-    for k in range(len(case.raw) + 1):
-        if is_settled(case.raw[:k], **kwargs):
-            assert postprocess(case.raw[:k], **kwargs) == full, k
-            break
+    first = next((k for k in range(len(case.raw) + 1) if is_settled(case.raw[:k], **kwargs)), None)
+    if first is None:
+        return
+    assert postprocess(case.raw[:first], **kwargs) == full, case.raw[:first]
+    assert all(is_settled(case.raw[:k], **kwargs) for k in range(first, len(case.raw) + 1))
