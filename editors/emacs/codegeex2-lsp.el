@@ -1,0 +1,130 @@
+;;; codegeex2-lsp.el --- CodeGeeX2 AI code completion through eglot or lsp-mode  -*- lexical-binding: t; -*-
+
+;; Version: 0.1.0
+;; Package-Requires: ((emacs "28.1"))
+;; Keywords: tools, languages, convenience
+;; SPDX-License-Identifier: Apache-2.0
+
+;;; Commentary:
+
+;; Registers the codegeex2-lsp language server, which completes code with the
+;; CodeGeeX2-6B model, with whichever LSP client is installed:
+;;
+;; - eglot: a server program entry for every `prog-mode' buffer, placed
+;;   first, so `eglot-ensure' starts CodeGeeX2 there.  Eglot runs one server
+;;   per buffer, so this replaces the language's own server; use lsp-mode to
+;;   keep both.  Suggestions come through `completion-at-point'.
+;; - lsp-mode: an add-on client, which runs beside the language's own server.
+;;   Where the installed lsp-mode has `lsp-inline-completion', suggestions are
+;;   shown inline as you type; everywhere, they also come through
+;;   `completion-at-point'.
+;;
+;; Usage:
+;;
+;;   (require 'codegeex2-lsp)
+;;   (setq codegeex2-lsp-settings '(:model "THUDM/codegeex2-6b" :device "cuda"))
+;;   (add-hook 'python-mode-hook #'eglot-ensure)   ; or #'lsp
+;;
+;; `M-x codegeex2-lsp-customize' lists every setting.
+
+;;; Code:
+
+(defgroup codegeex2-lsp nil
+  "AI code completion from the CodeGeeX2 model, through a language server."
+  :group 'tools
+  :prefix "codegeex2-lsp-")
+
+(defcustom codegeex2-lsp-command '("codegeex2-lsp")
+  "The command that starts the language server, as a program and its arguments.
+It speaks LSP on standard input and output.  Options given here, such as
+\"--model\", are overridden by `codegeex2-lsp-settings'."
+  :type '(repeat string))
+
+(defcustom codegeex2-lsp-settings nil
+  "Server settings, sent as LSP initialization options.
+A plist of the server's camelCase keys, for example
+\(:model \"THUDM/codegeex2-6b\" :device \"cuda\" :maxNewTokens 96).
+A key left out keeps the server's default.  Changes apply to servers started
+afterwards: restart a running one with `eglot-reconnect' or
+`lsp-workspace-restart'."
+  :type '(plist
+          :tag "Settings"
+          :options
+          ((:model (string :tag "Hugging Face repo id or local directory"))
+           (:device (choice (const "auto") (const "cpu") (const "cuda")
+                            (const "mps") (string :tag "cuda:N")))
+           (:dtype (choice (const "auto") (const "bfloat16") (const "float16")
+                           (const "float32")))
+           (:maxContextTokens (integer :tag "Prompt budget in tokens"))
+           (:maxNewTokens (integer :tag "Longest suggestion in tokens"))
+           (:temperature (number :tag "Sampling temperature, 0 for greedy"))
+           (:topP (number :tag "Nucleus sampling mass"))
+           (:topK (integer :tag "Top-k sampling, 0 for off"))
+           (:multiline (choice (const "auto") (const "always") (const "never")))
+           (:candidates (integer :tag "Suggestions on an explicit request"))
+           (:debounceMs (integer :tag "Delay before an automatic request")))))
+
+;;;###autoload
+(defun codegeex2-lsp-customize ()
+  "Show the CodeGeeX2 settings: server command and initialization options."
+  (interactive)
+  (customize-group 'codegeex2-lsp))
+
+(defun codegeex2-lsp-initialization-options ()
+  "The `initializationOptions' object: `codegeex2-lsp-settings' as JSON.
+An empty plist becomes an empty hash table so that it is sent as {}, not null."
+  (or (copy-sequence codegeex2-lsp-settings)
+      (make-hash-table :test #'equal)))
+
+(defun codegeex2-lsp--eglot-contact (_interactive)
+  "Eglot contact: read the command and settings when a server starts."
+  (append codegeex2-lsp-command
+          (list :initializationOptions
+                (lambda (_server) (codegeex2-lsp-initialization-options)))))
+
+(defvar eglot-server-programs)
+
+(defun codegeex2-lsp--register-eglot ()
+  "Make `eglot-ensure' start CodeGeeX2 in programming modes."
+  (add-to-list 'eglot-server-programs
+               (cons 'prog-mode #'codegeex2-lsp--eglot-contact)))
+
+(declare-function lsp-register-client "lsp-mode" (client))
+(declare-function make-lsp-client "lsp-mode")
+(declare-function lsp-stdio-connection "lsp-mode" (command &optional test-command))
+(declare-function lsp-find-workspace "lsp-mode" (server-id &optional file-name))
+(declare-function lsp-inline-completion-mode "lsp-inline-completion" (&optional arg))
+
+(defvar lsp-inline-completion-enable)
+(defvar lsp-inline-completion-mode)
+
+(defun codegeex2-lsp--enable-inline-completion ()
+  "Show suggestions inline as you type, where the installed lsp-mode can.
+Runs in each buffer that lsp-mode configures; leaves buffers alone where
+CodeGeeX2 is not running or the user turned `lsp-inline-completion-enable' off."
+  (when (and (fboundp 'lsp-inline-completion-mode)
+             (bound-and-true-p lsp-inline-completion-enable)
+             (not (bound-and-true-p lsp-inline-completion-mode))
+             (lsp-find-workspace 'codegeex2 (buffer-file-name)))
+    (lsp-inline-completion-mode 1)))
+
+(defun codegeex2-lsp--register-lsp-mode ()
+  "Register CodeGeeX2 as an lsp-mode add-on client."
+  (lsp-register-client
+   (make-lsp-client
+    :server-id 'codegeex2
+    :new-connection (lsp-stdio-connection (lambda () codegeex2-lsp-command))
+    :activation-fn (lambda (_file mode) (provided-mode-derived-p mode 'prog-mode))
+    :add-on? t
+    ;; One server for every project: each one holds its own copy of the model.
+    :multi-root t
+    :priority -1
+    :initialization-options #'codegeex2-lsp-initialization-options))
+  (require 'lsp-inline-completion nil t)
+  (add-hook 'lsp-configure-hook #'codegeex2-lsp--enable-inline-completion))
+
+(with-eval-after-load 'eglot (codegeex2-lsp--register-eglot))
+(with-eval-after-load 'lsp-mode (codegeex2-lsp--register-lsp-mode))
+
+(provide 'codegeex2-lsp)
+;;; codegeex2-lsp.el ends here
