@@ -12,8 +12,10 @@ Everything here is a pure function on strings; nothing reads files or touches th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cache, reduce
 from itertools import pairwise
+from math import gcd
 from typing import Literal
 
 Multiline = Literal["auto", "always", "never"]
@@ -50,6 +52,14 @@ class _Lang:
     closer: re.Pattern[str] | None = None
     # A line (stripped) that closes a block opened before it, for end-keyword languages.
     closing_line: re.Pattern[str] | None = None
+    # What the lexer stops at in code: comment starts, quotes, brackets.
+    special: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        marks = [*(self.block_comment[:1] if self.block_comment else ()), *self.line_comments]
+        marks += [*self.quotes, *(["'"] if self.char_literals else [])]
+        special = re.compile("|".join([*map(re.escape, marks), r"[()\[\]{}]"]))
+        object.__setattr__(self, "special", special)
 
 
 def _rx(pattern: str, flags: int = 0) -> re.Pattern[str]:
@@ -322,6 +332,15 @@ _LANGS: dict[str, _Lang] = {
 _State = str | tuple[str] | None
 
 
+_CHAR_LITERAL = re.compile(r"'(?:\\.[^']*|[^'\\])'")
+_BRACKETS = "()[]{}"
+
+
+@cache
+def _string_end(delimiter: str) -> re.Pattern[str]:
+    return re.compile(r"(?:\\.|[^\\])*?" + re.escape(delimiter), re.S)
+
+
 def _lex(line: str, lang: _Lang, state: _State) -> tuple[str, list[tuple[int, str]], _State]:
     """Code text of a line (strings emptied, comments removed), its structural events, end state.
 
@@ -330,79 +349,66 @@ def _lex(line: str, lang: _Lang, state: _State) -> tuple[str, list[tuple[int, st
     """
     code: list[str] = []
     events: list[tuple[int, str]] = []
-    n = len(line)
-    i = 0
-    start = 0
-    block = lang.block_comment
+    i = start = 0
     inherited = isinstance(state, str)
-    while i < n:
+    special = lang.special
+    while True:
         if isinstance(state, tuple):
             end = line.find(state[0], i)
             if end < 0:
                 return "".join(code), events, state
             i = start = end + len(state[0])
             state = None
-            continue
-        if state is not None:
-            j = i
-            while j < n:
-                if line[j] == "\\":
-                    j += 2
-                    continue
-                if line.startswith(state, j):
-                    break
-                j += 1
-            if j >= n:
+        elif state is not None:
+            m = _string_end(state).match(line, i)
+            if m is None:
+                # Only triple-quoted and template strings go on past the end of a line.
                 keeps = len(state) == 3 or state == "`"
                 return "".join(code), events, state if keeps else None
             if inherited:
-                events.append((j, state[0]))
-                inherited = False
+                events.append((m.end() - len(state), state[0]))
+            inherited = False
             code.append(state[0] * 2)
-            i = start = j + len(state)
+            i = start = m.end()
             state = None
-            continue
-        c = line[i]
-        if c in _OPEN_TO_CLOSE or c in _CLOSE_TO_OPEN:
-            events.append((i, c))
+        m = special.search(line, i)
+        if m is None:
+            break
+        token = m.group()
+        i = m.start()
+        if token in _BRACKETS:
+            events.append((i, token))
             i += 1
-            continue
-        if block is not None and line.startswith(block[0], i):
+        elif lang.block_comment is not None and token == lang.block_comment[0]:
             code.append(line[start:i])
-            state = (block[1],)
-            i += len(block[0])
-            continue
-        if c in lang.quotes:
-            code.append(line[start:i])
-            if lang.triple_quotes and line.startswith(c * 3, i):
-                state = c * 3
-                i += 3
-            else:
-                state = c
-                i += 1
-            if i >= n and state is not None and len(state) == 1 and state != "`":
-                return "".join(code), events, None
-            continue
-        if c == "'" and lang.char_literals:
-            m = re.match(r"'(?:\\.[^']*|[^'\\])'", line[i:])
-            if m:
-                code.append(line[start:i] + "' '")
-                i = start = i + m.end()
-                continue
-        if c in "/#-" and any(line.startswith(mark, i) for mark in lang.line_comments):
+            state = (lang.block_comment[1],)
+            i += len(token)
+        elif token in lang.line_comments:
             code.append(line[start:i])
             return "".join(code), events, None
-        i += 1
-    if state is None or isinstance(state, tuple):
-        code.append(line[start:])
+        elif token == "'" and lang.char_literals:
+            literal = _CHAR_LITERAL.match(line, i)
+            if literal is None:
+                i += 1
+            else:
+                code.append(line[start:i] + "' '")
+                i = start = literal.end()
+        else:
+            code.append(line[start:i])
+            triple = lang.triple_quotes and line.startswith(token * 3, i)
+            state = token * 3 if triple else token
+            i += len(state)
+    code.append(line[start:])
     return "".join(code), events, state
 
 
 def _state_before(prefix: str, lang: _Lang) -> _State:
     """Whether the line the cursor is on begins inside a docstring or a block comment."""
     if lang.triple_quotes:
+        # A top-level `def`/`class` line is code, so counting quotes can start there.
+        start = max(prefix.rfind("\ndef "), prefix.rfind("\nclass "), 0)
         for quote in ('"""', "'''"):
-            if prefix.count(quote) % 2:
+            if prefix.count(quote, start) % 2:
                 return quote
     if lang.block_comment is not None:
         open_mark, close_mark = lang.block_comment
@@ -455,7 +461,12 @@ def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -
     cut = head.rfind("\n")
     line_prefix = head[cut + 1 :]
     tail = suffix[:_SUFFIX_WINDOW].replace("\r", "").split("\n")
-    next_lines = [line.rstrip() for line in tail[1:] if line.strip()][:_SUFFIX_LINES]
+    next_lines: list[str] = []
+    for line in tail[1:]:
+        if line.strip():
+            next_lines.append(line.rstrip())
+            if len(next_lines) == _SUFFIX_LINES:
+                break
     before = prefix[: len(prefix) - len(line_prefix)]
     start = _state_before(before, lang) if before else None
     code, events, state = _lex(line_prefix, lang, start)
@@ -613,20 +624,23 @@ def _is_trivial(line: str) -> bool:
     return len(_squash(line)) < 4
 
 
-_REPEATING_END = re.compile(r"(.{1,16}?)\1{3,}$")
-
-
 def _ends_in_loop(line: str, complete: bool) -> bool:
-    """A line that ends by repeating one pattern over and over (a degenerate generation)."""
-    tail = line.rstrip()[-120:]
-    m = _REPEATING_END.search(tail)
-    if not m:
-        return False
-    unit = m.group(1)
-    count = len(m.group(0)) // len(unit)
-    if not any(c.isalnum() for c in unit):
-        return False
-    return count >= 12 if complete else len(m.group(0)) >= 12
+    """A line that ends by repeating one short pattern (a degenerate generation).
+
+    A line cut off by the token limit needs only a dozen characters of it; a finished line
+    has to repeat the pattern a dozen times, so `0, 0, 0, 0` initialisers stay.
+    """
+    tail = line.rstrip()
+    n = len(tail)
+    for size in range(1, min(16, n // (12 if complete else 4)) + 1):
+        unit = tail[n - size :]
+        count = 1
+        while n - (count + 1) * size >= 0 and tail.startswith(unit, n - (count + 1) * size):
+            count += 1
+        long_enough = count >= 12 if complete else count * size >= 12
+        if count >= 4 and long_enough and any(c.isalnum() for c in unit):
+            return True
+    return False
 
 
 class _Scanner:
@@ -797,54 +811,60 @@ class _Scanner:
         return ""
 
 
+_TAB_INDENTED = re.compile(r"^\t", re.M)
+_SPACE_INDENTED = re.compile(r"^ +\S", re.M)
+
+
 def _apply_indent_style(
     lines: list[str],
-    ctx: _Context,
     prefix: str,
     insert_spaces: bool | None,
     tab_size: int | None,
     first_is_line_start: bool,
 ) -> list[str]:
-    """Re-indent lines whose leading whitespace mixes the wrong style for the document."""
+    """Re-indent the lines whose leading whitespace is not in the document's style.
+
+    The client's formatting options decide when sent; otherwise the indented lines just
+    before the cursor do. Mixed styles are left alone.
+    """
+    start = 0 if first_is_line_start else 1
+    leads = [_leading(line) for line in lines[start:]]
+    tabbed = any("\t" in lead for lead in leads)
+    spaced = any(" " in lead for lead in leads)
+    if not (tabbed or spaced):
+        return lines
     spaces = insert_spaces
-    unit = tab_size
+    doc = prefix[-_PREFIX_WINDOW:].replace("\r", "").split("\n")[-80:]
     if spaces is None:
-        tabs = sp = 0
-        for doc_line in prefix[-_PREFIX_WINDOW:].split("\n")[-80:]:
-            if doc_line.startswith("\t"):
-                tabs += 1
-            elif doc_line.startswith(" ") and doc_line.strip():
-                sp += 1
+        window = "\n".join(doc)
+        tabs = len(_TAB_INDENTED.findall(window))
+        sp = len(_SPACE_INDENTED.findall(window))
         if tabs == sp:
             return lines
         spaces = sp > tabs
-    if unit is None:
-        unit = 4 if not spaces else _space_unit(prefix) or 4
-    out = []
-    for j, line in enumerate(lines):
-        if j == 0 and not first_is_line_start:
-            out.append(line)
-            continue
-        lead = _leading(line)
-        if not lead:
-            out.append(line)
-            continue
-        if spaces and "\t" in lead:
-            lead = lead.replace("\t", " " * unit)
-        elif not spaces and " " * unit in lead:
+    if (spaces and not tabbed) or (not spaces and not spaced):
+        return lines
+    if tab_size:
+        unit = tab_size
+    elif spaces:
+        unit = _space_unit(doc) or 4
+    else:
+        widths = [len(lead) for lead in leads if lead and "\t" not in lead]
+        unit = min(max(reduce(gcd, widths, 0), 2), 8) if widths else 4
+    out = lines[:start]
+    for line, lead in zip(lines[start:], leads, strict=True):
+        if spaces:
+            new = lead.replace("\t", " " * unit)
+        else:
             width = _width(lead, unit)
-            lead = "\t" * (width // unit) + " " * (width % unit)
-        out.append(lead + line[len(_leading(line)) :])
+            new = "\t" * (width // unit) + " " * (width % unit)
+        out.append(new + line[len(lead) :])
     return out
 
 
-def _space_unit(prefix: str) -> int:
+def _space_unit(doc: list[str]) -> int:
     """The document's indentation step in spaces (the smallest indentation change seen)."""
-    widths = [
-        len(_leading(line))
-        for line in prefix[-_PREFIX_WINDOW:].split("\n")[-80:]
-        if line.strip() and not line.startswith("\t")
-    ]
+    widths = [len(_leading(line)) for line in doc if line.strip() and not line.startswith("\t")]
     steps = {abs(a - b) for a, b in pairwise(widths) if a != b}
     return min(steps) if steps else 0
 
@@ -942,10 +962,10 @@ def postprocess(
         lines.pop()
     if not lines or _only_repeats_suffix(lines, ctx):
         return ""
-    if sum(not c.isspace() for c in "".join(lines)) < 2:
+    if len(_squash("".join(lines))) < 2:
         return ""
     lines = _apply_indent_style(
-        lines, ctx, prefix, insert_spaces, tab_size, first_is_line_start=not ctx.line_prefix
+        lines, prefix, insert_spaces, tab_size, first_is_line_start=not ctx.line_prefix
     )
     if tail is not None:
         lines.append(tail)
