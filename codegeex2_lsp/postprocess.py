@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from difflib import SequenceMatcher
 from functools import cache, reduce
 from itertools import pairwise
 from math import gcd
@@ -453,6 +454,7 @@ class _Context:
     cursor_opens: bool  # the cursor's line opened a bracket or block it has not closed
     cursor_brackets: int  # how many brackets that line left open
     in_code: bool  # the cursor is in code, not in a string or comment
+    line_code: str  # the code text of the cursor's line before the cursor
 
 
 def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -> _Context:
@@ -487,6 +489,7 @@ def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -
         cursor_opens=bool(opened) or opens,
         cursor_brackets=len(opened),
         in_code="\0" in _lex(line_prefix + "\0", lang, start)[0],
+        line_code=code,
     )
 
 
@@ -537,6 +540,16 @@ def _first_close_in(text: str, ctx: _Context) -> tuple[int, str]:
 
 def _squash(text: str) -> str:
     return "".join(text.split())
+
+
+def _similar(mine: str, theirs: str) -> bool:
+    """Equal, or the same line with a slip (a base model rewriting the next line)."""
+    if mine == theirs:
+        return True
+    longest = max(len(mine), len(theirs))
+    if longest < 12 or abs(len(mine) - len(theirs)) > longest // 10:
+        return False
+    return SequenceMatcher(None, mine, theirs, autojunk=False).ratio() >= 0.9
 
 
 def _single_line(first: str, ctx: _Context) -> tuple[str, bool]:
@@ -651,8 +664,9 @@ class _Scanner:
     `final`, the last line is whole too (generation ended).
     """
 
-    def __init__(self, lines: list[str], ctx: _Context) -> None:
+    def __init__(self, lines: list[str], ctx: _Context, one_statement: bool = True) -> None:
         self.lines = lines
+        self.one_statement = one_statement
         self.ctx = ctx
         self.lang = ctx.lang
         self.base: int | None = _width(ctx.line_prefix, ctx.tab) if ctx.line_prefix else None
@@ -735,6 +749,7 @@ class _Scanner:
         self.blank_run = 0
         if (
             j == 0
+            and self.one_statement
             and not starts_line
             and self.lines[0].strip()
             and self.finishes_line(code, events)
@@ -760,10 +775,15 @@ class _Scanner:
                 own += 1
             elif own:
                 own -= 1
-            else:
+            elif char in _CLOSE_TO_OPEN:
                 outer += 1
         if outer < self.ctx.cursor_brackets:
             return False
+        lang = self.lang
+        if lang.opener is not None and lang.closer is not None:
+            line = self.ctx.line_code + code
+            if len(lang.opener.findall(line)) > len(lang.closer.findall(line)):
+                return False
         last = code.rstrip()[-1:]
         return not last or last not in ",+-*/%\\&|=<>([{:.?"
 
@@ -789,8 +809,8 @@ class _Scanner:
         next_line = self.next_line
         if (
             next_line is not None
-            and _squash(stripped) == _squash(next_line)
             and (indent == self.next_indent or not (self.stack or self.end_depth))
+            and _similar(_squash(stripped), _squash(next_line))
         ):
             return "before"
         if indent < base and not self.stack:
@@ -922,7 +942,7 @@ def _truncate(
         if at >= 0:
             return _single_line(first, ctx)[0], True, None
     lines = text.split("\n")
-    scan = _Scanner(lines, ctx).scan(len(lines) - 1, final)
+    scan = _Scanner(lines, ctx, one_statement=multiline == "auto").scan(len(lines) - 1, final)
     return "\n".join(lines[: scan.keep]), scan.settled, None
 
 

@@ -125,3 +125,30 @@ def test_stopping_early_never_changes_the_result(case: Case) -> None:
         return
     assert postprocess(case.raw[:first], **kwargs) == full, case.raw[:first]
     assert all(is_settled(case.raw[:k], **kwargs) for k in range(first, len(case.raw) + 1))
+
+
+@pytest.mark.parametrize("multiline", ["auto", "always", "never"])
+def test_any_partial_text_is_handled(multiline: str) -> None:
+    """Whatever the model has written so far, in any mode: no error, clean line ends."""
+    for case in CASES:
+        kwargs = {**case.kwargs(), "multiline": multiline}
+        crlf = "\r\n" in case.prefix or "\r\n" in case.suffix
+        for k in range(0, len(case.raw) + 1, 3):
+            got = postprocess(case.raw[:k], **kwargs)
+            is_settled(case.raw[:k], **kwargs)
+            lines = got.split("\r\n" if crlf else "\n")
+            assert "\r" not in "".join(lines), (case.name, k)
+            if len(lines) > 1:
+                assert all(line == line.rstrip() for line in lines[:-1]), (case.name, k)
+
+
+def test_formatting_options_convert_only_leading_whitespace() -> None:
+    got = postprocess(
+        "if x:\n\t\treturn '\\t'\n\treturn 0",
+        prefix="def f(x):\n  ",
+        suffix="",
+        language_id="python",
+        insert_spaces=True,
+        tab_size=2,
+    )
+    assert got == "if x:\n    return '\\t'\n  return 0"
