@@ -531,11 +531,9 @@ def _outer_close(events: list[tuple[int, str]], stack: list[str]) -> int:
     return first
 
 
-def _first_close_in(text: str, ctx: _Context) -> tuple[int, str]:
-    """Where the text after the cursor first closes a bracket or string opened before it."""
-    _, events, _ = _lex(text, ctx.lang, ctx.start_state)
-    at = _outer_close(events, [])
-    return at, (text[at] if at >= 0 else "")
+def _first_close_in(text: str, ctx: _Context) -> int:
+    """Where text after the cursor first closes a bracket or string opened before it, or -1."""
+    return _outer_close(_lex(text, ctx.lang, ctx.start_state)[1], [])
 
 
 def _squash(text: str) -> str:
@@ -561,10 +559,10 @@ def _single_line(first: str, ctx: _Context) -> tuple[str, bool]:
     Brackets the completion opened itself are never cut in half: without an outer closer,
     only the suffix's text before its first closer can be repeated.
     """
-    at, _ = _first_close_in(first, ctx)
+    at = _first_close_in(first, ctx)
     settled = at >= 0
     line = first[:at] if settled else first
-    suffix_at, _ = _first_close_in(ctx.line_suffix, ctx)
+    suffix_at = _first_close_in(ctx.line_suffix, ctx)
     head = ctx.line_suffix[:suffix_at] if suffix_at >= 0 else ctx.line_suffix
     squashed = _squash(head)
     body = line.rstrip()
@@ -605,14 +603,12 @@ def _repeats(lines: list[str], j: int, floor: int) -> int:
 
     `lines` starts with the document's lines before the completion (`floor` of them), so
     copying the lines just above the cursor counts too; the cut never reaches back into
-    them. A first line that only rewrites the line above is dropped; a line seen three times
-    in a row keeps one copy; a block of lines written twice in a row keeps the first.
+    them. A line seen three times in a row keeps one copy; a block of lines written twice in
+    a row keeps the first.
     """
     line = lines[j]
     if _is_trivial(line):
         return -1
-    if j == floor and _squash(line) == _squash(_last_written(lines[:floor])):
-        return floor
     if j >= 2 and lines[j - 1] == line and lines[j - 2] == line:
         run = j - 2
         while run > 0 and lines[run - 1] == line:
@@ -726,6 +722,8 @@ class _Scanner:
                 return j
             if verdict == "after":
                 return j + 1
+        if j == 0 and self.rewrites_line_above():
+            return 0
         repeat = _repeats(self.history, self.floor + j, self.floor)
         if repeat >= 0:
             return repeat - self.floor
@@ -759,6 +757,14 @@ class _Scanner:
             return j + 1
         return None
 
+    def rewrites_line_above(self) -> bool:
+        """Whether the completion's first line only makes the cursor's line a copy of the
+        line above, the way a base model starts looping."""
+        line = self.history[self.floor]
+        if not self.lines[0].strip() or _is_trivial(line):
+            return False
+        return _squash(line) == _squash(_last_written(self.ctx.previous))
+
     def finishes_line(self, code: str, events: list[tuple[int, str]]) -> bool:
         """Whether the completion's first line ends the statement the cursor was typing.
 
@@ -768,6 +774,8 @@ class _Scanner:
         """
         if self.stack or self.end_depth or self.state is not None or not self.ctx.in_code:
             return False
+        if self.full[0].lstrip().startswith(("@", "#[")):
+            return False  # a decorator or attribute belongs to the definition below it
         outer = 0
         own = 0
         for _, char in events:
@@ -824,6 +832,9 @@ class _Scanner:
             self.deeper and lang.kind in ("indent", "generic") and not self.stack
         )
         if finished and (base == 0 or self.blank_run):
+            return "before"
+        if base == 0 and self.blank_run and self.content:
+            # At the top level a blank line ends a group (imports, a statement run).
             return "before"
         defines = lang.definition is not None and lang.definition.match(stripped)
         if defines and self.content and (finished or self.blank_run):
@@ -938,7 +949,7 @@ def _truncate(
         line, settled = _single_line(first, ctx)
         return line, settled or newline >= 0, None
     if has_tail:
-        at, _ = _first_close_in(first, ctx)
+        at = _first_close_in(first, ctx)
         if at >= 0:
             return _single_line(first, ctx)[0], True, None
     lines = text.split("\n")
