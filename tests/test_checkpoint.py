@@ -92,6 +92,7 @@ def test_config_mapping_of_variants(tiny_model_dir: Path) -> None:
 def test_loads_bin_shards(model: torch.nn.Module, tiny_model_dir: Path) -> None:
     assert not any(p.is_meta for p in model.parameters())
     assert not any(b.is_meta for b in model.buffers())
+    assert not any(p.requires_grad for p in model.parameters())
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert not model.training
     assert model.config._attn_implementation == "sdpa"
@@ -264,6 +265,12 @@ def test_hub_id_offline_and_not_cached(offline_hub: Path) -> None:
     assert "THUDM/codegeex2-6b" in str(caught.value)
     assert "local directory" in caught.value.hint
     assert messages == ["Fetching THUDM/codegeex2-6b"]
+
+
+def test_invalid_hub_id(offline_hub: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no local directory or hub repository") as caught:
+        resolve_model_dir("not a repo!")
+    assert "spelling" in caught.value.hint
 
 
 def test_hub_id_offline_from_cache(offline_hub: Path, tiny_model_dir: Path) -> None:

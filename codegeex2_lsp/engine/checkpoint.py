@@ -119,10 +119,10 @@ def resolve_model_dir(model: str, *, progress: Callable[[str], None] | None = No
 
 
 def _download(repo_id: str, progress: Callable[[str], None] | None) -> Path:
-    from huggingface_hub import constants, list_repo_files, snapshot_download
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
-        HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -132,30 +132,25 @@ def _download(repo_id: str, progress: Callable[[str], None] | None) -> Path:
     if progress is not None:
         progress(f"Fetching {repo_id}")
     try:
-        if constants.is_offline_mode():
-            patterns = [*_HUB_COMMON, *_HUB_SAFETENSORS, *_HUB_BIN]
-        else:
-            files = list_repo_files(repo_id)
-            has_safetensors = any(name.endswith(".safetensors") for name in files)
-            patterns = [*_HUB_COMMON, *(_HUB_SAFETENSORS if has_safetensors else _HUB_BIN)]
-        path = Path(snapshot_download(repo_id, allow_patterns=patterns))
+        path = Path(snapshot_download(repo_id, allow_patterns=_hub_patterns(repo_id)))
     except GatedRepoError as exc:
         raise ModelLoadError(
             f"access to {repo_id} is restricted",
             "accept its terms on the hub and log in with `hf auth login`",
         ) from exc
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as exc:
         raise ModelLoadError(
             f"no local directory or hub repository named {repo_id}",
-            "check the spelling of codegeex2.model (for example THUDM/codegeex2-6b)",
+            "check the spelling of codegeex2.model, for example THUDM/codegeex2-6b",
         ) from exc
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         raise ModelLoadError(
-            f"{repo_id} is not in the local hub cache and downloads are off (HF_HUB_OFFLINE)",
-            "download it once with network access, unset HF_HUB_OFFLINE, or point "
-            "codegeex2.model at a local directory",
+            f"{repo_id} is not in the local hub cache and cannot be downloaded now "
+            "(HF_HUB_OFFLINE is set or the hub is unreachable)",
+            "download it once with network access, or point codegeex2.model at a local directory",
         ) from exc
-    except (HfHubHTTPError, OSError) as exc:
+    except Exception as exc:
+        # Network failures surface as the HTTP client's own exception types.
         raise ModelLoadError(
             f"could not download {repo_id}: {exc}",
             "check the network connection or proxy (HF_ENDPOINT for a mirror), or point "
@@ -164,6 +159,26 @@ def _download(repo_id: str, progress: Callable[[str], None] | None) -> Path:
     if progress is not None:
         progress(f"Fetched {repo_id}")
     return path
+
+
+def _hub_patterns(repo_id: str) -> list[str]:
+    """The files to fetch: one weight format only, if the repository's listing can be read."""
+    from huggingface_hub import constants, list_repo_files
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+
+    every_format = [*_HUB_COMMON, *_HUB_SAFETENSORS, *_HUB_BIN]
+    if constants.is_offline_mode():
+        return every_format
+    try:
+        files = list_repo_files(repo_id)
+    except (RepositoryNotFoundError, HFValidationError):
+        raise
+    except Exception as exc:
+        # Unreachable hub: the download step falls back to the local cache.
+        logger.warning("cannot list %s (%s); trying the local cache", repo_id, exc)
+        return every_format
+    has_safetensors = any(name.endswith(".safetensors") for name in files)
+    return [*_HUB_COMMON, *(_HUB_SAFETENSORS if has_safetensors else _HUB_BIN)]
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -373,6 +388,7 @@ def load_model(model_dir: Path, *, device: torch.device, dtype: torch.dtype) -> 
             "the download is incomplete; download the model again",
         )
     _reset_rotary(model, device)
+    model.requires_grad_(False)
     model.config.dtype = dtype
     model.generation_config = GenerationConfig(
         eos_token_id=EOS_ID, pad_token_id=PAD_ID, bos_token_id=None
