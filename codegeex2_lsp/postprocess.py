@@ -280,6 +280,51 @@ _SQL = _Lang(
 )
 _HASKELL = _Lang(kind="indent", line_comments=("--",), block_comment=("{-", "-}"), quotes='"')
 _YAML = _Lang(kind="indent", line_comments=("#",), quotes="\"'")
+_HASH_INDENT = _Lang(kind="indent", line_comments=("#",), quotes="\"'")
+_HASH_BRACE = _Lang(kind="brace", line_comments=("#",), quotes="\"'")
+_POWERSHELL = _Lang(kind="brace", line_comments=("#",), block_comment=("<#", "#>"), quotes="\"'")
+_HCL = _Lang(kind="brace", line_comments=("#", "//"), block_comment=("/*", "*/"), quotes='"')
+_JSON = _Lang(kind="brace", line_comments=("//",), block_comment=("/*", "*/"), quotes='"')
+_ZIG = _Lang(kind="brace", line_comments=("//",), quotes='"', char_literals=True)
+_LISP = _Lang(kind="indent", line_comments=(";",), quotes='"')
+_ML = _Lang(kind="indent", line_comments=("//",), block_comment=("(*", "*)"), quotes='"')
+_INI = _Lang(kind="indent", line_comments=("#", ";"), quotes="\"'")
+_LATEX = _Lang(
+    kind="end",
+    line_comments=("%",),
+    quotes="",
+    opener=_rx(r"\\begin\{"),
+    closer=_rx(r"\\end\{"),
+    closing_line=_rx(r"^\\end\b"),
+)
+_MATLAB = _Lang(
+    kind="end",
+    line_comments=("%",),
+    quotes='"',
+    definition=_rx(r"^function\b"),
+    continuation=_rx(r"^(?:else|elseif|case|otherwise|catch)\b"),
+    opener=_rx(r"^\s*(?:function|if|for|parfor|while|switch|try)\b"),
+    closer=_rx(r"(?<![\w.(])end\b(?!\s*[)\]])"),
+    closing_line=_rx(r"^end\b"),
+)
+_VB = _Lang(
+    kind="end",
+    line_comments=("'",),
+    quotes='"',
+    definition=_rx(
+        r"^(?:(?:Public|Private|Protected|Friend|Shared|Overrides)\s+)*(?:Sub|Function|Class|Module|Property)\b",
+        re.I,
+    ),
+    continuation=_rx(r"^(?:Else|ElseIf|Case|Catch|Finally)\b", re.I),
+    opener=_rx(
+        r"^\s*(?:(?:Public|Private|Protected|Friend|Shared|Overrides)\s+)*"
+        r"(?:Sub|Function|Class|Module|Property|For|While|Do|Select|With|Try|Using)\b"
+        r"|\bThen\s*$",
+        re.I,
+    ),
+    closer=_rx(r"^\s*(?:End\b(?!\s*$)|Next\b|Loop\b|Wend\b)", re.I),
+    closing_line=_rx(r"^(?:End\s+\w+|Next|Loop|Wend)\b", re.I),
+)
 _MARKUP = _Lang(kind="indent", block_comment=("<!--", "-->"), quotes="")
 _TEXT = _Lang(kind="indent", quotes="")
 _GENERIC = _Lang(
@@ -326,6 +371,35 @@ _LANGS: dict[str, _Lang] = {
     "xml": _MARKUP,
     "markdown": _MARKUP,
     "plaintext": _TEXT,
+    "json": _JSON,
+    "jsonc": _JSON,
+    "proto": _C,
+    "solidity": _JS,
+    "zig": _ZIG,
+    "perl": _HASH_BRACE,
+    "r": _HASH_BRACE,
+    "graphql": _HASH_BRACE,
+    "powershell": _POWERSHELL,
+    "terraform": _HCL,
+    "hcl": _HCL,
+    "crystal": _RUBY,
+    "nim": _HASH_INDENT,
+    "coffeescript": _HASH_INDENT,
+    "makefile": _HASH_INDENT,
+    "dockerfile": _HASH_INDENT,
+    "toml": _INI,
+    "ini": _INI,
+    "clojure": _LISP,
+    "scheme": _LISP,
+    "racket": _LISP,
+    "lisp": _LISP,
+    "fsharp": _ML,
+    "ocaml": _ML,
+    "latex": _LATEX,
+    "tex": _LATEX,
+    "matlab": _MATLAB,
+    "octave": _MATLAB,
+    "vb": _VB,
 }
 
 # Lexer states carried across lines: None (code), a string delimiter, or a block comment's
