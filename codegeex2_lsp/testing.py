@@ -5,10 +5,9 @@ on checkpoints written here: an upstream-style ``config.json``, ``pytorch_model-
 the upstream key names and their index, and a SentencePiece ``tokenizer.model`` trained on the fly
 the way the real one was (whitespace kept, byte fallback, ``\\n`` = id 13, tab = id 12).
 
-The random weights are given a little structure so greedy decoding is useful for end-to-end tests:
-the output layer favours a fixed random successor of the current token (a long chain through the
-vocabulary, so continuations are varied rather than one token repeated), while attention layers
-mix in the context so the same last token does not always lead to the same text.
+The random weights are given a little structure so greedy decoding is useful for end-to-end tests
+(non-empty, multi-line, no short loops, no immediate eos); see ``_Weights``. What follows a prompt
+depends mostly on its last pieces, so prompts that end alike continue alike.
 """
 
 from __future__ import annotations

@@ -169,6 +169,9 @@ def test_missing_directory(tmp_path: Path) -> None:
     assert "codegeex2.model" in caught.value.hint
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "nowhere", device=CPU, dtype=torch.float32)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ModelLoadError, match="is not a directory"):
+        resolve_model_dir(str(tmp_path / "file"))
 
 
 def test_local_directory_is_used_as_is(tiny_model_dir: Path) -> None:
@@ -245,6 +248,10 @@ def test_missing_tokenizer(tiny_model_dir: Path, tmp_path: Path) -> None:
     (model_dir / "tokenizer.model").unlink()
     with pytest.raises(ModelLoadError, match=r"tokenizer\.model"):
         load_tokenizer(model_dir)
+    (model_dir / "tokenizer.model").write_bytes(b"not a sentencepiece model")
+    with pytest.raises(ModelLoadError, match="cannot read") as caught:
+        load_tokenizer(model_dir)
+    assert "download" in caught.value.hint
 
 
 @pytest.fixture

@@ -109,8 +109,9 @@ def resolve_model_dir(model: str, *, progress: Callable[[str], None] | None = No
         read_config(local)
         return local
     if _looks_like_path(model) or local.exists():
+        problem = "is not a directory" if local.exists() else "does not exist"
         raise ModelLoadError(
-            f"model directory {model} does not exist",
+            f"model directory {model} {problem}",
             "set codegeex2.model to a checkpoint directory or a hub id such as THUDM/codegeex2-6b",
         )
     path = _download(model, progress)
