@@ -648,9 +648,16 @@ def _single_line(first: str, ctx: _Context) -> tuple[str, bool]:
             if not body[k].isspace():
                 need -= 1
         line = body[:k]
+    elif _is_word(ctx.line_prefix[-1:]) and _is_word(ctx.line_suffix[:1]):
+        # Inside a word, text that does not end by rejoining the rest of it garbles it.
+        return "", settled
     if ctx.line_suffix[:1].isspace() or not ctx.line_suffix.strip():
         line = line.rstrip()
     return line, settled
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 @dataclass
@@ -1042,6 +1049,10 @@ def _only_repeats_suffix(lines: list[str], ctx: _Context) -> bool:
     return bool(mine) and mine == theirs[: len(mine)]
 
 
+# Whole lines made of nothing but these are an empty comment.
+_COMMENT_MARKS = "/#*-%"
+
+
 def postprocess(
     completion: str,
     *,
@@ -1067,7 +1078,10 @@ def postprocess(
         lines.pop()
     if not lines or _only_repeats_suffix(lines, ctx):
         return ""
-    if len(_squash("".join(lines))) < 2:
+    visible = _squash("".join(lines))
+    if len(visible) < 2:
+        return ""
+    if not ctx.line_prefix.strip() and ctx.in_code and not visible.strip(_COMMENT_MARKS):
         return ""
     lines = _apply_indent_style(
         lines, prefix, insert_spaces, tab_size, first_is_line_start=not ctx.line_prefix
