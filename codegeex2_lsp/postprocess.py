@@ -6,6 +6,30 @@ before and after the cursor. The same scan that truncates the final text also te
 decode loop, token by token, when nothing it could still generate would change the result
 (`is_settled`), so generation stops as early as the answer is known.
 
+The rules, in the order they apply:
+
+- Scope. With code after the cursor on its line, one line, ending where the completion
+  closes the bracket or string the cursor is in, minus any tail repeating that code. In an
+  empty pair (`{█}`) the body may span lines and the closer moves to a line of its own.
+  At the end of a line, finishing the line is one statement; a line that opens a block, and
+  an empty line, get the block: the completion stops before a line that dedents out of the
+  cursor's block, before a closing line the document already has (a closer it lacks is
+  kept, and `} else {` goes on), at a blank-line pair, after a finished construct at the top
+  level, before a new definition after a finished construct or a blank line, and in SQL
+  after the statement's `;`.
+- The document. Lines that repeat (or nearly repeat) the next lines after the cursor end
+  it; a suggestion that only repeats them is nothing.
+- Loops. A first line copying the line above, a line three times in a row, a block twice in
+  a row, a line ending in a repeating pattern.
+- Whitespace. Leading blank lines and the cursor's own indentation are not written again;
+  no trailing whitespace; indentation follows the client's options or the document's style;
+  CRLF documents get CRLF.
+- Nothing useful (blank, under two visible characters, an empty comment) is "".
+
+Languages come in families (indentation, braces, `end` keywords, SQL); each has its
+comment and string syntax, block keywords and what starts a definition, in `_LANGS`.
+Unknown ids get generic bracket-and-indentation rules.
+
 Everything here is a pure function on strings; nothing reads files or touches the model.
 """
 
@@ -416,11 +440,14 @@ def _string_end(delimiter: str) -> re.Pattern[str]:
     return re.compile(r"(?:\\.|[^\\])*?" + re.escape(delimiter), re.S)
 
 
-def _lex(line: str, lang: _Lang, state: _State) -> tuple[str, list[tuple[int, str]], _State]:
+def _lex(
+    line: str, lang: _Lang, state: _State, *, line_ends: bool = True
+) -> tuple[str, list[tuple[int, str]], _State]:
     """Code text of a line (strings emptied, comments removed), its structural events, end state.
 
     Events are brackets in code, and the closing quote of a string that was already open
     when the line began (index, quote): both can close something opened before the cursor.
+    With `line_ends` False the text stops at the cursor, so a string open there stays open.
     """
     code: list[str] = []
     events: list[tuple[int, str]] = []
@@ -438,7 +465,7 @@ def _lex(line: str, lang: _Lang, state: _State) -> tuple[str, list[tuple[int, st
             m = _string_end(state).match(line, i)
             if m is None:
                 # Only triple-quoted and template strings go on past the end of a line.
-                keeps = len(state) == 3 or state == "`"
+                keeps = len(state) == 3 or state == "`" or not line_ends
                 return "".join(code), events, state if keeps else None
             if inherited:
                 events.append((m.end() - len(state), state[0]))
@@ -463,7 +490,12 @@ def _lex(line: str, lang: _Lang, state: _State) -> tuple[str, list[tuple[int, st
             return "".join(code), events, None
         elif token == "'" and lang.char_literals:
             literal = _CHAR_LITERAL.match(line, i)
-            if literal is None:
+            at_cursor = not line_ends and len(line) - i <= 3 and "'" not in line[i + 1 :]
+            if literal is None and at_cursor:
+                code.append(line[start:i])
+                state = "'"  # the cursor is inside a character literal
+                i += 1
+            elif literal is None:
                 i += 1
             else:
                 code.append(line[start:i] + "' '")
@@ -527,7 +559,7 @@ class _Context:
     start_state: _State
     cursor_opens: bool  # the cursor's line opened a bracket or block it has not closed
     cursor_brackets: int  # how many brackets that line left open
-    in_code: bool  # the cursor is in code, not in a string or comment
+    in_comment: bool  # the cursor is in a comment
     line_code: str  # the code text of the cursor's line before the cursor
 
 
@@ -545,7 +577,7 @@ def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -
                 break
     before = prefix[: len(prefix) - len(line_prefix)]
     start = _state_before(before, lang) if before else None
-    code, events, state = _lex(line_prefix, lang, start)
+    code, events, state = _lex(line_prefix, lang, start, line_ends=False)
     opened: list[str] = []
     _outer_close(events, opened)
     if lang.opener is not None and lang.closer is not None:
@@ -562,9 +594,16 @@ def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -
         start_state=state,
         cursor_opens=bool(opened) or opens,
         cursor_brackets=len(opened),
-        in_code="\0" in _lex(line_prefix + "\0", lang, start)[0],
+        in_comment=_in_comment(line_prefix, lang, start, state),
         line_code=code,
     )
+
+
+def _in_comment(line_prefix: str, lang: _Lang, start: _State, state: _State) -> bool:
+    """Whether the cursor is in a comment or docstring: text that leads into the code below."""
+    if isinstance(state, str):
+        return len(state) == 3
+    return state is not None or "\0" not in _lex(line_prefix + "\0", lang, start)[0]
 
 
 def _normalise(completion: str, ctx: _Context) -> str:
@@ -853,7 +892,7 @@ class _Scanner:
         user did not ask for. A line that opens a block, leaves a bracket open or ends in an
         operator goes on.
         """
-        if self.stack or self.end_depth or self.state is not None or not self.ctx.in_code:
+        if self.stack or self.end_depth or self.state is not None or self.ctx.in_comment:
             return False
         if self.full[0].lstrip().startswith(("@", "#[")):
             return False  # a decorator or attribute belongs to the definition below it
@@ -1081,7 +1120,8 @@ def postprocess(
     visible = _squash("".join(lines))
     if len(visible) < 2:
         return ""
-    if not ctx.line_prefix.strip() and ctx.in_code and not visible.strip(_COMMENT_MARKS):
+    empty_comment = not visible.strip(_COMMENT_MARKS)
+    if empty_comment and not ctx.line_prefix.strip() and ctx.start_state is None:
         return ""
     lines = _apply_indent_style(
         lines, prefix, insert_spaces, tab_size, first_is_line_start=not ctx.line_prefix

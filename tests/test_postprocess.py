@@ -152,3 +152,39 @@ def test_formatting_options_convert_only_leading_whitespace() -> None:
         tab_size=2,
     )
     assert got == "if x:\n    return '\\t'\n  return 0"
+
+
+# Text a model might go on with after the point where generation stopped.
+_CONTINUATIONS = [
+    "",
+    "\n",
+    "x",
+    "'",
+    '"\n',
+    ")\n",
+    "}\n",
+    "end\n",
+    "\n\n\n",
+    "    foo()\n",
+    "\tbaz\n",
+    "  }\n  bar();\n",
+    " + 1;\n",
+    "def g():\n    pass\n",
+    "else:\n    y = 2\n",
+    "} else {\n  z();\n}\n",
+]
+
+
+@pytest.mark.parametrize("multiline", ["auto", "always", "never"])
+def test_nothing_generated_after_settling_changes_the_result(multiline: str) -> None:
+    for case in CASES:
+        kwargs = {**case.kwargs(), "multiline": multiline}
+        first = next(
+            (k for k in range(len(case.raw) + 1) if is_settled(case.raw[:k], **kwargs)), None
+        )
+        if first is None:
+            continue
+        settled = postprocess(case.raw[:first], **kwargs)
+        for more in [*_CONTINUATIONS, *(other.raw for other in CASES[::7])]:
+            got = postprocess(case.raw[:first] + more, **kwargs)
+            assert got == settled, (case.name, more)
