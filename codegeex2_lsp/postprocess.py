@@ -589,7 +589,7 @@ def _context(prefix: str, suffix: str, language_id: str, tab_size: int | None) -
         line_prefix=line_prefix,
         line_suffix=tail[0],
         next_lines=next_lines,
-        previous=[line.rstrip() for line in head[:cut].split("\n")[-8:]] if cut >= 0 else [],
+        previous=[line.rstrip() for line in head[:cut].rsplit("\n", 8)[-8:]] if cut >= 0 else [],
         tab=tab_size or 4,
         start_state=state,
         cursor_opens=bool(opened) or opens,
@@ -788,6 +788,7 @@ class _Scanner:
         self.base: int | None = _width(ctx.line_prefix, ctx.tab) if ctx.line_prefix else None
         self.next_line = ctx.next_lines[0] if ctx.next_lines else None
         self.next_indent = _width(self.next_line, ctx.tab) if self.next_line is not None else 0
+        self.next_squashed = _squash(self.next_line or "")
         self.stack: list[str] = []  # brackets the completion opened and has not closed
         self.end_depth = 0  # the same for block keywords (do … end)
         self.opened = False  # the completion is inside a block it opened
@@ -938,7 +939,7 @@ class _Scanner:
         if (
             next_line is not None
             and (indent == self.next_indent or not (self.stack or self.end_depth))
-            and _similar(_squash(stripped), _squash(next_line))
+            and _similar(_squash(stripped), self.next_squashed)
         ):
             return "before"
         if indent < base and not self.stack:
@@ -962,10 +963,6 @@ class _Scanner:
         return ""
 
 
-_TAB_INDENTED = re.compile(r"^\t", re.M)
-_SPACE_INDENTED = re.compile(r"^ +\S", re.M)
-
-
 def _apply_indent_style(
     lines: list[str],
     prefix: str,
@@ -985,11 +982,10 @@ def _apply_indent_style(
     if not (tabbed or spaced):
         return lines
     spaces = insert_spaces
-    doc = prefix[-_PREFIX_WINDOW:].replace("\r", "").split("\n")[-80:]
+    window = prefix[-_PREFIX_WINDOW:]
     if spaces is None:
-        window = "\n".join(doc)
-        tabs = len(_TAB_INDENTED.findall(window))
-        sp = len(_SPACE_INDENTED.findall(window))
+        tabs = window.count("\n\t")
+        sp = window.count("\n ")
         if tabs == sp:
             return lines
         spaces = sp > tabs
@@ -998,7 +994,7 @@ def _apply_indent_style(
     if tab_size:
         unit = tab_size
     elif spaces:
-        unit = _space_unit(doc) or 4
+        unit = _space_unit(window.replace("\r", "").split("\n")) or 4
     else:
         widths = [len(lead) for lead in leads if lead and "\t" not in lead]
         unit = min(max(reduce(gcd, widths, 0), 2), 8) if widths else 4
