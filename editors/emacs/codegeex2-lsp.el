@@ -116,6 +116,8 @@ CodeGeeX2 is not running or the user turned `lsp-inline-completion-enable' off."
     :new-connection (lsp-stdio-connection (lambda () codegeex2-lsp-command))
     :activation-fn (lambda (_file mode) (provided-mode-derived-p mode 'prog-mode))
     :add-on? t
+    ;; Comments are where users describe the code they want next.
+    :completion-in-comments? t
     ;; One server for every project: each one holds its own copy of the model.
     :multi-root t
     :priority -1

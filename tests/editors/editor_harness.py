@@ -34,19 +34,13 @@ EDITOR_TIMEOUT_S = 180
 # The editor-side deadline for one session, shorter so the driver can still report.
 DRIVER_TIMEOUT_S = 150
 
-# A Python buffer and a position right after "return ", where the tiny model's greedy
-# suggestion is not empty. Positions are LSP ones: 0-based line, UTF-16 character.
-SAMPLE = (
-    "import json\n"
-    "\n"
-    "\n"
-    "def load(path):\n"
-    '    """Read a JSON file."""\n'
-    '    with open(path, "r", encoding="utf-8") as f:\n'
-    "        return \n"
-)
-SAMPLE_LINE = 6
-SAMPLE_CHARACTER = 15
+# A Python buffer and a position at the end of a line, after a colon, where the tiny
+# model's greedy suggestion is several lines starting with a line break: inserting it
+# whole, with the indentation it was sent with, is what editors most easily get wrong.
+# Positions are LSP ones: 0-based line, UTF-16 character.
+SAMPLE = "import json\n\n\nclass Store:\n    pass\n"
+SAMPLE_LINE = 3
+SAMPLE_CHARACTER = 12
 
 
 @dataclass(frozen=True)
