@@ -77,7 +77,7 @@ An empty plist becomes an empty hash table so that it is sent as {}, not null."
       (make-hash-table :test #'equal)))
 
 (defun codegeex2-lsp--eglot-contact (_interactive)
-  "Eglot contact: read the command and settings when a server starts."
+  "Return the eglot contact of a new server: the current command and settings."
   (append codegeex2-lsp-command
           (list :initializationOptions
                 (lambda (_server) (codegeex2-lsp-initialization-options)))))
