@@ -3,7 +3,7 @@
 import * as vscode from 'vscode';
 
 import { ServerController } from './server';
-import { StatusTracker, statusView, type Status } from './status';
+import { describeStatus, StatusTracker, statusView, type Status } from './status';
 
 let controller: ServerController | undefined;
 
@@ -13,7 +13,13 @@ export function activate(context: vscode.ExtensionContext): void {
   const item = vscode.window.createStatusBarItem('codegeex2.status', vscode.StatusBarAlignment.Right, 100);
   item.name = 'CodeGeeX2';
   item.command = 'codegeex2.showLog';
+  let lastKind: Status['kind'] | undefined;
   const render = (status: Status): void => {
+    // State changes go to the log too (not every percentage), so a bug report shows the order.
+    if (status.kind !== lastKind) {
+      lastKind = status.kind;
+      output.info(`Status: ${describeStatus(status)}`);
+    }
     const view = statusView(status);
     item.text = view.text;
     item.tooltip = view.tooltip;

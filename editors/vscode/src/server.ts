@@ -98,7 +98,7 @@ export class ServerController implements vscode.Disposable {
     // the status bar, and every message offers the log, where the server writes the details.
     client.onNotification(ShowMessageNotification.type, ({ type, message }) => {
       if (type === MessageType.Error) {
-        this.tracker.handle({ type: 'serverError', message });
+        this.tracker.handle({ type: 'serverError', message: withoutName(message) });
       }
       const show =
         type === MessageType.Error
@@ -106,7 +106,7 @@ export class ServerController implements vscode.Disposable {
           : type === MessageType.Warning
             ? vscode.window.showWarningMessage
             : vscode.window.showInformationMessage;
-      void show(`${CLIENT_NAME}: ${message}`, SHOW_LOG).then((choice) => {
+      void show(withName(message), SHOW_LOG).then((choice) => {
         if (choice === SHOW_LOG) {
           this.output.show(true);
         }
@@ -169,6 +169,7 @@ export class ServerController implements vscode.Disposable {
       void this.restart();
     } else if (action === 'notify' && this.client?.isRunning()) {
       const params = didChangeConfigurationParams(vscode.workspace.getConfiguration(SECTION));
+      this.output.info('Settings changed; sending them to the server.');
       this.client.sendNotification(DidChangeConfigurationNotification.type, params).catch((error: unknown) => {
         this.output.error(`Sending the settings failed: ${errorMessage(error)}`);
       });
@@ -178,7 +179,7 @@ export class ServerController implements vscode.Disposable {
   private fail(message: string): void {
     this.output.error(message);
     this.tracker.handle({ type: 'startFailed', message });
-    void vscode.window.showErrorMessage(`${CLIENT_NAME}: ${message}`, SHOW_LOG).then((choice) => {
+    void vscode.window.showErrorMessage(withName(message), SHOW_LOG).then((choice) => {
       if (choice === SHOW_LOG) {
         this.output.show(true);
       }
@@ -211,6 +212,16 @@ function isExecutable(file: string): boolean {
 
 function describe(launch: ServerLaunch): string {
   return [launch.command, ...launch.args].map((arg) => (/\s/.test(arg) ? JSON.stringify(arg) : arg)).join(' ');
+}
+
+/** Names the source of a notification, unless the server's message already does. */
+function withName(message: string): string {
+  return message.startsWith(CLIENT_NAME) ? message : `${CLIENT_NAME}: ${message}`;
+}
+
+/** The message without a leading "CodeGeeX2: ", for places that name the source already. */
+function withoutName(message: string): string {
+  return message.startsWith(`${CLIENT_NAME}: `) ? message.slice(CLIENT_NAME.length + 2) : message;
 }
 
 function errorMessage(error: unknown): string {

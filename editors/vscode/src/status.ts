@@ -127,8 +127,28 @@ export interface StatusView {
 
 const NAME = 'CodeGeeX2';
 
+/** One line for the log. */
+export function describeStatus(status: Status): string {
+  switch (status.kind) {
+    case 'loading':
+      return `loading (${loadingDetail(status)})`;
+    case 'error':
+      return `error (${status.message})`;
+    default:
+      return status.kind;
+  }
+}
+
 function tooltip(detail: string): string {
   return `${NAME}: ${detail}\nClick for the log.`;
+}
+
+// A progress title that is just our name (a common choice) would repeat the tooltip's prefix.
+function loadingDetail(status: { title: string; message?: string }): string {
+  const parts = [status.title, status.message].filter(
+    (part): part is string => part !== undefined && part !== '' && part.toLowerCase() !== NAME.toLowerCase(),
+  );
+  return parts.length === 0 ? 'loading the model' : parts.join(': ');
 }
 
 export function statusView(status: Status): StatusView {
@@ -139,8 +159,7 @@ export function statusView(status: Status): StatusView {
       return { text: `$(loading~spin) ${NAME}`, tooltip: tooltip('starting the server') };
     case 'loading': {
       const pct = status.percentage === undefined ? '' : ` ${Math.round(status.percentage)}%`;
-      const detail = status.message === undefined ? status.title : `${status.title}: ${status.message}`;
-      return { text: `$(loading~spin) ${NAME}${pct}`, tooltip: tooltip(detail) };
+      return { text: `$(loading~spin) ${NAME}${pct}`, tooltip: tooltip(loadingDetail(status)) };
     }
     case 'ready':
       return { text: `$(check) ${NAME}`, tooltip: tooltip('ready') };

@@ -3,7 +3,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { StatusTracker, statusView, type Status, type StatusEvent } from '../src/status';
+import { describeStatus, StatusTracker, statusView, type Status, type StatusEvent } from '../src/status';
 
 function run(events: StatusEvent[]): { final: Status; seen: Status['kind'][] } {
   const seen: Status['kind'][] = [];
@@ -97,4 +97,18 @@ test('views: spinner with percentage while loading, error background, log in eve
     assert.match(statusView({ kind }).tooltip, /Click for the log/);
     assert.equal(statusView({ kind }).background, undefined);
   }
+});
+
+test('log lines name the state and its detail', () => {
+  assert.equal(describeStatus({ kind: 'ready' }), 'ready');
+  assert.equal(describeStatus({ kind: 'loading', title: 'Loading model m' }), 'loading (Loading model m)');
+  assert.equal(describeStatus({ kind: 'error', message: 'no GPU' }), 'error (no GPU)');
+});
+
+test('a progress title that is only the name is not repeated', () => {
+  assert.equal(
+    statusView({ kind: 'loading', title: 'CodeGeeX2', message: 'Reading the tokenizer' }).tooltip,
+    'CodeGeeX2: Reading the tokenizer\nClick for the log.',
+  );
+  assert.match(statusView({ kind: 'loading', title: 'CodeGeeX2' }).tooltip, /^CodeGeeX2: loading the model\n/);
 });
