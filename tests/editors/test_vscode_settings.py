@@ -16,8 +16,8 @@ from codegeex2_lsp.config import SECTION, SETTINGS, SettingSpec
 
 PACKAGE_JSON = Path(__file__).resolve().parents[2] / "editors" / "vscode" / "package.json"
 
-# Settings of the extension itself: how to start the server, and the client's own trace.
-CLIENT_ONLY = {"serverCommand", "pythonPath", "serverEnv", "trace.server"}
+# Settings of the extension itself: how to start the server, and what the client does.
+CLIENT_ONLY = {"serverCommand", "pythonPath", "serverEnv", "popupCompletions", "trace.server"}
 
 
 def _properties() -> dict[str, dict[str, Any]]:

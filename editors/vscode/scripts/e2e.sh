@@ -151,10 +151,8 @@ settings = {
     "codegeex2.model": model,
     "codegeex2.device": "cpu",
     "codegeex2.trace.server": "messages",
-    # Only the ghost text: no suggest widget to take Tab, no other distractions.
-    "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
-    "editor.suggestOnTriggerCharacters": False,
-    "editor.inlineSuggest.enabled": True,
+    # Editor settings stay at their defaults (quick suggestions on): the ghost text must work
+    # as users get it. What follows only keeps first-run screens and network out of the way.
     "workbench.startupEditor": "none",
     "workbench.tips.enabled": False,
     "security.workspace.trust.enabled": False,

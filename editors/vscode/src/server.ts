@@ -146,6 +146,14 @@ export class ServerController implements vscode.Disposable {
       initializationOptions: () => initializationOptions(vscode.workspace.getConfiguration(SECTION)),
       outputChannel: this.output,
       middleware: {
+        // The server offers classic completion too, for editors without ghost text. Here it
+        // would run the model a second time for nearly every keystroke (the suggestion list
+        // is asked for as you type, and that request cannot be told apart from Ctrl+Space),
+        // so it is forwarded only when the user opted in.
+        provideCompletionItem: (document, position, context, token, next) =>
+          vscode.workspace.getConfiguration(SECTION).get<boolean>('popupCompletions', false)
+            ? next(document, position, context, token)
+            : undefined,
         handleWorkDoneProgress: (token, params, next) => {
           const id = String(token);
           if (params.kind === 'begin') {

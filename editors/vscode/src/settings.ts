@@ -30,6 +30,9 @@ export const LAUNCH_SETTING_KEYS = ['serverCommand', 'pythonPath', 'serverEnv'] 
 
 export type LaunchSettingKey = (typeof LAUNCH_SETTING_KEYS)[number];
 
+/** Keys that change only what the extension does, read when needed: no restart, no message. */
+export const CLIENT_SETTING_KEYS = ['popupCompletions', 'trace.server'] as const;
+
 /** The slice of `vscode.WorkspaceConfiguration` that these functions need. */
 export interface ConfigurationReader {
   get<T>(key: string): T | undefined;

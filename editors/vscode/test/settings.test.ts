@@ -7,6 +7,7 @@ import { test } from 'node:test';
 
 import {
   actionForChange,
+  CLIENT_SETTING_KEYS,
   didChangeConfigurationParams,
   initializationOptions,
   LAUNCH_SETTING_KEYS,
@@ -37,12 +38,11 @@ function configuration(user: Record<string, unknown> = {}): ConfigurationReader 
   };
 }
 
-test('package.json contributes every server and launch setting, and only those', () => {
+test('package.json contributes every server, launch and client setting, and only those', () => {
   const contributed = Object.keys(properties)
     .map((key) => key.slice(SECTION.length + 1))
-    .filter((key) => key !== 'trace.server')
     .sort();
-  assert.deepEqual(contributed, [...SERVER_SETTING_KEYS, ...LAUNCH_SETTING_KEYS].sort());
+  assert.deepEqual(contributed, [...SERVER_SETTING_KEYS, ...LAUNCH_SETTING_KEYS, ...CLIENT_SETTING_KEYS].sort());
 });
 
 test('initializationOptions carries every server setting at its default', () => {
@@ -92,5 +92,6 @@ test('launch settings restart, server settings notify, others do nothing', () =>
   assert.equal(actionForChange(change('codegeex2.debounceMs')), 'notify');
   assert.equal(actionForChange(change('codegeex2.model', 'codegeex2.pythonPath')), 'restart');
   assert.equal(actionForChange(change('codegeex2.trace.server')), 'none');
+  assert.equal(actionForChange(change('codegeex2.popupCompletions')), 'none');
   assert.equal(actionForChange(change('editor.fontSize')), 'none');
 });
