@@ -81,10 +81,11 @@ class ModelLoadError(Exception):
 
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message)
+        self.message = message
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.args[0]} ({self.hint})"
+        return f"{self.message} ({self.hint})"
 
 
 def _looks_like_path(model: str) -> bool:

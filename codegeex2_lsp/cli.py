@@ -1,0 +1,189 @@
+"""The ``codegeex2-lsp`` command: serve LSP, complete one position, or write a tiny model.
+
+In stdio mode stdout is the JSON-RPC channel, so logs go to stderr or a file, never stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from codegeex2_lsp import __version__
+from codegeex2_lsp.config import Settings, add_arguments, from_arguments
+
+log = logging.getLogger("codegeex2_lsp")
+
+COMMANDS = ("complete", "make-tiny-model")
+
+DESCRIPTION = """\
+AI code completion from CodeGeeX2-6B for every LSP editor.
+
+Without a command it serves LSP over stdio (or TCP with --tcp). Commands:
+  complete FILE --line L --character C   print the completion at a position
+  make-tiny-model DIR                    write a tiny random checkpoint for trying things out
+Run `codegeex2-lsp COMMAND --help` for a command's options.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of ``python -m codegeex2_lsp``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "complete":
+        return complete_command(args[1:])
+    if args and args[0] == "make-tiny-model":
+        return make_tiny_model_command(args[1:])
+    return serve_command(args)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-file", type=Path, help="also write the log to this file")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log verbosity (default: INFO)",
+    )
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if args.log_file is not None:
+        handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    log.setLevel(args.log_level)
+    for handler in handlers:
+        log.addHandler(handler)
+
+
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
+    update = from_arguments(args)
+    if update.errors:
+        parser.error("; ".join(update.errors))
+    return update.settings
+
+
+def serve_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser)
+    parser.add_argument("--tcp", action="store_true", help="serve over TCP instead of stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="TCP address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=2087, help="TCP port (default: 2087)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = _settings(parser, args)
+    _setup_logging(args)
+
+    from codegeex2_lsp.server import create_server
+
+    server = create_server(settings)
+    log.info("codegeex2-lsp %s starting", __version__)
+    if args.tcp:
+        log.info("serving LSP on %s:%d", args.host, args.port)
+        server.start_tcp(args.host, args.port)
+    else:
+        server.start_io()
+    return 0
+
+
+def complete_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp complete",
+        description="Print the completion at a position of FILE, as the server would offer it.",
+    )
+    _common(parser)
+    parser.add_argument("file", type=Path, help="the source file")
+    parser.add_argument("--line", type=int, required=True, help="0-based line, as in LSP")
+    parser.add_argument(
+        "--character", type=int, required=True, help="0-based UTF-16 character, as in LSP"
+    )
+    parser.add_argument("--language", help="LSP language id (default: guessed from the extension)")
+    parser.add_argument(
+        "--raw", action="store_true", help="print the model's text before post-processing"
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = _settings(parser, args)
+    args.log_level = args.log_level if args.log_level != "INFO" else "WARNING"
+    _setup_logging(args)
+
+    from codegeex2_lsp.completion import finish, generate, prepare
+    from codegeex2_lsp.context import LineTokenCache
+    from codegeex2_lsp.engine.worker import LoadFailure, LoadSpec, load_local
+    from codegeex2_lsp.languages import language_id_for_path
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"codegeex2-lsp: cannot read {args.file}: {error}", file=sys.stderr)
+        return 2
+    try:
+        model, description = load_local(LoadSpec(settings.model, settings.device, settings.dtype))
+    except LoadFailure as failure:
+        print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
+        return 1
+    log.info("model: %s", description)
+    language = args.language or language_id_for_path(args.file)
+    try:
+        request = prepare(
+            text,
+            args.line,
+            args.character,
+            settings=settings,
+            cache=LineTokenCache(model.tokenizer.encode),
+            language_id=language,
+            uri=args.file.resolve().as_uri(),
+        )
+    except ValueError as error:
+        print(f"codegeex2-lsp: {error}", file=sys.stderr)
+        return 2
+    generations = generate(request, model, lambda: False, raw=args.raw)
+    first = generations[0].text if generations else ""
+    sys.stdout.write(first if args.raw else finish(request, first))
+    sys.stdout.flush()
+    return 0
+
+
+def make_tiny_model_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp make-tiny-model",
+        description=(
+            "Write a small ChatGLM2 checkpoint with random weights in the upstream layout: "
+            "real loading and inference code, no 12 GB download. Its suggestions are noise."
+        ),
+    )
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--ffn-hidden-size", type=int, default=172)
+    parser.add_argument("--num-attention-heads", type=int, default=4)
+    parser.add_argument("--multi-query-group-num", type=int, default=2)
+    parser.add_argument("--kv-channels", type=int, default=16)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from codegeex2_lsp.testing import write_tiny_model
+
+    path = write_tiny_model(
+        args.directory,
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        ffn_hidden_size=args.ffn_hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        multi_query_group_num=args.multi_query_group_num,
+        kv_channels=args.kv_channels,
+        shards=args.shards,
+        seed=args.seed,
+    )
+    print(path)
+    return 0

@@ -1,0 +1,161 @@
+"""The path from a document and a cursor to suggestions, shared by the server and the CLI.
+
+It knows neither LSP nor torch: it builds an immutable request from a snapshot of the
+document (on the caller's thread), describes the model work to run on the engine's thread,
+and post-processes what came back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from codegeex2_lsp.config import Settings
+from codegeex2_lsp.context import LineTokenCache, Prompt, build_prompt, split_document
+from codegeex2_lsp.engine.local import Generation, LocalModel, SamplingParams
+from codegeex2_lsp.languages import canonical_language_id, tag_line
+from codegeex2_lsp.postprocess import is_settled, postprocess
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_TEMPERATURE = 0.8
+"""Extra candidates are sampled this hot at least, so they differ from the greedy first one."""
+
+_GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+_SETTLING_CHARACTERS = frozenset("\n)]}")
+"""Only a new token holding one of these can make a suggestion settled, so only then we ask."""
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """Everything one completion needs, snapshotted from the document."""
+
+    prefix: str
+    suffix: str
+    language_id: str | None
+    prompt: Prompt
+    multiline: str
+    candidates: int
+    sampling: SamplingParams
+    insert_spaces: bool | None = None
+    tab_size: int | None = None
+
+
+def prepare(
+    text: str,
+    line: int,
+    character: int,
+    *,
+    settings: Settings,
+    cache: LineTokenCache,
+    language_id: str | None,
+    uri: str | None = None,
+    encoding: str = "utf-16",
+    invoked: bool = False,
+    insert_spaces: bool | None = None,
+    tab_size: int | None = None,
+) -> CompletionRequest:
+    """Cut the document at the cursor and build the prompt within the token budget.
+
+    ``invoked`` is true for an explicit request (a key the user pressed), which gets several
+    candidates; automatic requests get one.
+    """
+    prefix, suffix = split_document(text, line, character, encoding)  # type: ignore[arg-type]
+    canonical = canonical_language_id(language_id, uri)
+    prompt = build_prompt(
+        prefix, tag_line=tag_line(canonical), cache=cache, budget=settings.prompt_budget()
+    )
+    sampling = SamplingParams(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+    )
+    return CompletionRequest(
+        prefix=prefix,
+        suffix=suffix,
+        language_id=canonical,
+        prompt=prompt,
+        multiline=settings.multiline,
+        candidates=settings.candidates if invoked else 1,
+        sampling=sampling,
+        insert_spaces=insert_spaces,
+        tab_size=tab_size,
+    )
+
+
+def generate(
+    request: CompletionRequest,
+    model: LocalModel,
+    cancelled: Callable[[], bool],
+    *,
+    raw: bool = False,
+) -> list[Generation]:
+    """Run the model for ``request``: up to ``candidates`` generations with distinct suggestions.
+
+    Runs on the engine's thread. The first candidate uses the configured sampling (greedy by
+    default); further ones are sampled hotter. Every candidate after the first reuses the
+    prompt's KV cache, so extra candidates cost decode time only. ``raw`` turns the early stop
+    off, for looking at what the model would have written.
+    """
+    ids = [*model.tokenizer.prefix_ids, *request.prompt.ids]
+    stop = None if raw else _stop_rule(request)
+    generations: list[Generation] = []
+    seen: set[str] = set()
+    attempts = request.candidates * 2 if request.candidates > 1 else 1
+    for attempt in range(attempts):
+        sampling = request.sampling
+        if attempt > 0:
+            temperature = max(sampling.temperature, CANDIDATE_TEMPERATURE)
+            sampling = dataclasses.replace(sampling, temperature=temperature, seed=attempt)
+        generation = model.generate(ids, sampling, cancelled=cancelled, should_stop=stop)
+        text = finish(request, generation.text)
+        if (text and text not in seen) or (raw and attempt == 0):
+            seen.add(text)
+            generations.append(generation)
+        if len(generations) >= request.candidates:
+            break
+    return generations
+
+
+def finish(request: CompletionRequest, raw_text: str) -> str:
+    """The text to insert for one generation.
+
+    Sampling can pick byte pieces that form no valid UTF-8, or control characters; the text
+    is cut before the first such character, which no editor should receive.
+    """
+    garbage = _GARBAGE.search(raw_text)
+    if garbage is not None:
+        raw_text = raw_text[: garbage.start()]
+    return postprocess(
+        raw_text,
+        prefix=request.prefix,
+        suffix=request.suffix,
+        language_id=request.language_id or "plaintext",
+        multiline=request.multiline,  # type: ignore[arg-type]
+        insert_spaces=request.insert_spaces,
+        tab_size=request.tab_size,
+    )
+
+
+def _stop_rule(request: CompletionRequest) -> Callable[[str], bool]:
+    seen = 0
+
+    def should_stop(text: str) -> bool:
+        nonlocal seen
+        new, seen = text[seen:], len(text)
+        if _SETTLING_CHARACTERS.isdisjoint(new):
+            return False
+        return is_settled(
+            text,
+            prefix=request.prefix,
+            suffix=request.suffix,
+            language_id=request.language_id or "plaintext",
+            multiline=request.multiline,  # type: ignore[arg-type]
+        )
+
+    return should_stop

@@ -1,0 +1,261 @@
+"""The one thread that owns the model: it loads it, and runs every generation, one at a time.
+
+Callers never touch the model. They submit work under a key (the document) and get a
+future; a newer submission under the same key supersedes the older one, which is dropped
+unstarted or stopped at its next token. Loading runs on the same thread, so a reload can
+never race a generation.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import torch
+
+from codegeex2_lsp.engine.checkpoint import (
+    ModelLoadError,
+    load_model,
+    load_tokenizer,
+    resolve_model_dir,
+)
+from codegeex2_lsp.engine.devices import DeviceError, Hardware, resolve
+from codegeex2_lsp.engine.local import Cancelled, LocalModel
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Work = Callable[[LocalModel, Callable[[], bool]], T]
+"""A unit of model work: it gets the model and a ``cancelled()`` probe to check every token."""
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What to load: the settings a load depends on."""
+
+    model: str
+    device: str
+    dtype: str
+
+
+@dataclass
+class LoadListener:
+    """Callbacks from the worker thread about loading; they must hand off to their own thread."""
+
+    on_progress: Callable[[str], None] = lambda message: None
+    on_ready: Callable[[str], None] = lambda description: None
+    on_failed: Callable[[str, str], None] = lambda message, hint: None
+
+
+class LoadFailure(Exception):
+    """A load that failed, with the user-facing message and what to change."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass
+class Ticket(Generic[T]):
+    """A submitted unit of work: its future, and the flag that stops it."""
+
+    key: str
+    work: Work[T]
+    future: concurrent.futures.Future[T] = field(default_factory=concurrent.futures.Future)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Stop the work at its next check, or drop it if it has not started."""
+        self.cancel_event.set()
+
+
+@dataclass
+class Counters:
+    """Work done since start; tests and the status command read it."""
+
+    completed: int = 0
+    cancelled: int = 0
+    dropped: int = 0
+
+
+class Engine:
+    """Owns the worker thread, the loaded model and the queue of work."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._queue: deque[Ticket[Any]] = deque()
+        self._pending_load: tuple[LoadSpec, LoadListener] | None = None
+        self._running: Ticket[Any] | None = None
+        self._model: LocalModel | None = None
+        self._loaded: LoadSpec | None = None
+        self._state = "idle"
+        self._closed = False
+        self.description = ""
+        self.counters = Counters()
+        self._thread = threading.Thread(target=self._loop, name="codegeex2-model", daemon=True)
+        self._thread.start()
+
+    @property
+    def state(self) -> str:
+        """``idle``, ``loading``, ``ready`` or ``failed``."""
+        return self._state
+
+    @property
+    def model(self) -> LocalModel | None:
+        """The loaded model, for its tokenizer on the caller's thread; never run it from there."""
+        return self._model if self._state == "ready" else None
+
+    @property
+    def loaded(self) -> LoadSpec | None:
+        return self._loaded
+
+    def load(self, spec: LoadSpec, listener: LoadListener | None = None) -> None:
+        """Load ``spec`` in the background, replacing any load that has not started yet."""
+        with self._lock:
+            self._pending_load = (spec, listener or LoadListener())
+            self._state = "loading"
+            self._lock.notify()
+
+    def submit(self, key: str, work: Work[T]) -> Ticket[T]:
+        """Queue ``work`` for the document ``key``, superseding earlier work for it."""
+        ticket: Ticket[T] = Ticket(key, work)
+        with self._lock:
+            for older in [t for t in self._queue if t.key == key]:
+                self._queue.remove(older)
+                self.counters.dropped += 1
+                older.future.set_exception(Cancelled())
+            if self._running is not None and self._running.key == key:
+                self._running.cancel()
+            self._queue.append(ticket)
+            self._lock.notify()
+        return ticket
+
+    def close(self) -> None:
+        """Stop the thread after the current work; queued work is cancelled."""
+        with self._lock:
+            self._closed = True
+            if self._running is not None:
+                self._running.cancel()
+            while self._queue:
+                self._queue.popleft().future.set_exception(Cancelled())
+            self._lock.notify()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and self._pending_load is None and not self._queue:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                if self._pending_load is not None:
+                    load, self._pending_load = self._pending_load, None
+                    ticket = None
+                else:
+                    load = None
+                    ticket = self._queue.popleft()
+                    self._running = ticket
+            if load is not None:
+                self._load(*load)
+            elif ticket is not None:
+                self._run(ticket)
+
+    def _run(self, ticket: Ticket[Any]) -> None:
+        if ticket.cancel_event.is_set():
+            self.counters.dropped += 1
+            ticket.future.set_exception(Cancelled())
+            with self._lock:
+                self._running = None
+            return
+        try:
+            if self._model is None:
+                raise LoadFailure(
+                    "the model is not loaded", "wait for it to load, or fix the model setting"
+                )
+            result = ticket.work(self._model, ticket.cancel_event.is_set)
+        except Cancelled as stop:
+            self.counters.cancelled += 1
+            ticket.future.set_exception(stop)
+        except BaseException as error:
+            log.exception("model work for %s failed", ticket.key)
+            ticket.future.set_exception(error)
+        else:
+            self.counters.completed += 1
+            ticket.future.set_result(result)
+        finally:
+            with self._lock:
+                self._running = None
+
+    def _load(self, spec: LoadSpec, listener: LoadListener) -> None:
+        started = time.perf_counter()
+        self._release()
+        try:
+            model, description = load_local(spec, listener.on_progress)
+        except LoadFailure as failure:
+            log.error(
+                "loading %s failed: %s", spec.model, failure.message, exc_info=failure.__cause__
+            )
+            self._finish_load("failed", None, None)
+            listener.on_failed(failure.message, failure.hint)
+            return
+        seconds = time.perf_counter() - started
+        self.description = f"{description}, loaded in {seconds:.1f} s"
+        log.info("model ready: %s", self.description)
+        self._finish_load("ready", model, spec)
+        listener.on_ready(self.description)
+
+    def _finish_load(self, state: str, model: LocalModel | None, spec: LoadSpec | None) -> None:
+        with self._lock:
+            self._model = model
+            self._loaded = spec
+            # A newer load queued meanwhile keeps the state at "loading".
+            if self._pending_load is None:
+                self._state = state
+
+    def _release(self) -> None:
+        """Free the old model before loading the next, so two never share the memory."""
+        with self._lock:
+            self._model = None
+            self._loaded = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_local(
+    spec: LoadSpec, progress: Callable[[str], None] = lambda message: None
+) -> tuple[LocalModel, str]:
+    """Load the model ``spec`` names, turning every failure into a :class:`LoadFailure`."""
+    try:
+        placement = resolve(spec.device, spec.dtype, Hardware.detect())
+        progress(f"Finding {spec.model}")
+        directory = resolve_model_dir(spec.model, progress=progress)
+        progress("Reading the tokenizer")
+        tokenizer = load_tokenizer(directory)
+        progress(f"Loading weights on {placement.device} ({placement.reason})")
+        model = load_model(directory, device=placement.device, dtype=placement.dtype)
+    except ModelLoadError as error:
+        raise LoadFailure(error.message, error.hint) from error
+    except DeviceError as error:
+        raise LoadFailure(str(error), "set codegeex2.device to 'auto' or 'cpu'") from error
+    except (MemoryError, torch.OutOfMemoryError) as error:
+        raise LoadFailure(
+            f"not enough memory to load {spec.model} on {spec.device}",
+            "close other programs, or set codegeex2.device to 'cpu'",
+        ) from error
+    except Exception as error:
+        raise LoadFailure(
+            f"loading {spec.model} failed: {error}",
+            "check codegeex2.model, codegeex2.device and codegeex2.dtype; the log has details",
+        ) from error
+    dtype = str(placement.dtype).removeprefix("torch.")
+    return LocalModel(model, tokenizer), f"{spec.model} on {placement.device}, {dtype}"

@@ -1,0 +1,156 @@
+"""Helpers for end-to-end tests: start the real server over stdio, and an independent reference.
+
+The reference greedy continuation runs the loaded model with a full forward pass per token
+and no KV cache, so it shares nothing with the engine's decode loop but the weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from lsprotocol import types
+from pytest_lsp import LanguageClient, client_capabilities
+from pytest_lsp.client import make_test_lsp_client
+
+from codegeex2_lsp.engine.checkpoint import load_model, load_tokenizer
+
+READY_TIMEOUT = 60.0
+
+_capabilities: weakref.WeakKeyDictionary[LanguageClient, types.ServerCapabilities] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def server_capabilities(client: LanguageClient) -> types.ServerCapabilities:
+    """What the server answered to ``initialize``."""
+    return _capabilities[client]
+
+
+@asynccontextmanager
+async def running_server(
+    *flags: str,
+    capabilities: str | types.ClientCapabilities = "visual-studio-code",
+    initialization_options: dict[str, Any] | None = None,
+    position_encodings: list[types.PositionEncodingKind] | None = None,
+) -> AsyncIterator[LanguageClient]:
+    """A client talking to ``python -m codegeex2_lsp FLAGS`` over stdio, initialized."""
+    client = make_test_lsp_client()
+    await client.start_io(sys.executable, "-m", "codegeex2_lsp", *flags)
+    if isinstance(capabilities, str):
+        capabilities = client_capabilities(capabilities)
+    if position_encodings is not None:
+        capabilities.general = types.GeneralClientCapabilities(
+            position_encodings=position_encodings
+        )
+    try:
+        result = await client.initialize_session(
+            types.InitializeParams(
+                capabilities=capabilities,
+                initialization_options=initialization_options,
+            )
+        )
+        _capabilities[client] = result.capabilities
+        yield client
+        await asyncio.wait_for(client.shutdown_session(), READY_TIMEOUT)
+    except BaseException:
+        # Without shutdown the server would wait on stdin forever: tell it to exit now.
+        client.exit(None)
+        raise
+    finally:
+        await asyncio.wait_for(client.stop(), READY_TIMEOUT)
+
+
+async def status(client: LanguageClient) -> dict[str, Any]:
+    result = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="codegeex2.status")
+    )
+    assert isinstance(result, dict)
+    return result
+
+
+async def wait_for_state(client: LanguageClient, *states: str) -> dict[str, Any]:
+    """Poll the status command until the model reaches one of ``states``."""
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+    while True:
+        current = await status(client)
+        if current["state"] in states:
+            return current
+        assert asyncio.get_running_loop().time() < deadline, f"still {current['state']}"
+        await asyncio.sleep(0.05)
+
+
+def open_document(client: LanguageClient, uri: str, text: str, language_id: str = "python") -> None:
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=language_id, version=1, text=text
+            )
+        )
+    )
+
+
+async def inline(
+    client: LanguageClient,
+    uri: str,
+    line: int,
+    character: int,
+    *,
+    invoked: bool = True,
+) -> list[str]:
+    kind = (
+        types.InlineCompletionTriggerKind.Invoked
+        if invoked
+        else types.InlineCompletionTriggerKind.Automatic
+    )
+    result = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(trigger_kind=kind),
+        )
+    )
+    assert isinstance(result, types.InlineCompletionList)
+    for item in result.items:
+        assert item.range == types.Range(
+            start=types.Position(line=line, character=character),
+            end=types.Position(line=line, character=character),
+        )
+    return [str(item.insert_text) for item in result.items]
+
+
+class Reference:
+    """The tiny model's greedy continuation, computed without the engine."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.tokenizer = load_tokenizer(model_dir)
+        self.model = load_model(model_dir, device=torch.device("cpu"), dtype=torch.float32)
+
+    @torch.inference_mode()
+    def greedy(self, prompt_text: str, max_new_tokens: int) -> str:
+        prompt = self.tokenizer.prompt_ids(prompt_text)
+        vocab = self.model.config.vocab_size
+        banned = torch.tensor(self.tokenizer.suppressed_ids(vocab), dtype=torch.long)
+        generated: list[int] = []
+        for _ in range(max_new_tokens):
+            logits = self.model(input_ids=torch.tensor([prompt + generated])).logits[0, -1]
+            logits[banned] = float("-inf")
+            token = int(torch.argmax(logits))
+            if token == self.tokenizer.eos_id:
+                break
+            generated.append(token)
+        return self.tokenizer.decode_continuation(prompt, generated)
+
+
+async def wait_for_decoding(client: LanguageClient, beyond: int) -> None:
+    """Poll until the server has generated more than ``beyond`` tokens in all: work is running."""
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+    while (await status(client))["tokens"]["generated"] <= beyond:
+        assert asyncio.get_running_loop().time() < deadline, "the request never started"
+        await asyncio.sleep(0.005)
