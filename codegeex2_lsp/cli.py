@@ -49,15 +49,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+def _setup_logging(args: argparse.Namespace, stderr_level: str | None = None) -> None:
+    """Log to stderr (at ``stderr_level`` when given) and, in full, to ``--log-file``."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(stderr_level or args.log_level)
+    handlers: list[logging.Handler] = [stderr]
     if args.log_file is not None:
         handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in handlers:
-        handler.setFormatter(formatter)
     log.setLevel(args.log_level)
     for handler in handlers:
+        handler.setFormatter(formatter)
         log.addHandler(handler)
 
 
@@ -81,7 +83,9 @@ def serve_command(argv: Sequence[str]) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     settings = _settings(parser, args)
-    _setup_logging(args)
+    # Over stdio the client shows the log it gets as window/logMessage; repeating it on
+    # stderr would show every line twice, so stderr keeps only warnings and errors.
+    _setup_logging(args, stderr_level=None if args.tcp else "WARNING")
 
     from codegeex2_lsp.server import create_server
 
@@ -113,8 +117,7 @@ def complete_command(argv: Sequence[str]) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     settings = _settings(parser, args)
-    args.log_level = args.log_level if args.log_level != "INFO" else "WARNING"
-    _setup_logging(args)
+    _setup_logging(args, stderr_level="WARNING")
 
     from codegeex2_lsp.completion import finish, generate, prepare
     from codegeex2_lsp.context import LineTokenCache

@@ -1,0 +1,178 @@
+"""The command line: help and version, the complete and make-tiny-model commands, TCP serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp.client import make_test_lsp_client
+
+from codegeex2_lsp import __version__
+from codegeex2_lsp.postprocess import postprocess
+from tests.lsp_support import Reference
+
+pytestmark = pytest.mark.slow
+
+SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codegeex2_lsp", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir: Path) -> Reference:
+    return Reference(tiny_model_dir)
+
+
+def test_version_and_help() -> None:
+    version = run("--version")
+    assert version.returncode == 0
+    assert __version__ in version.stdout
+    help_text = run("--help").stdout
+    for expected in (
+        "complete",
+        "make-tiny-model",
+        "--tcp",
+        "--log-file",
+        "--model",
+        "--max-new-tokens",
+        "--max-context-tokens",
+        "--top-p",
+        "--debounce-ms",
+    ):
+        assert expected in help_text
+
+
+def test_make_tiny_model_writes_the_upstream_layout(tmp_path: Path) -> None:
+    result = run("make-tiny-model", str(tmp_path / "m"), "--num-layers", "1", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == tmp_path / "m"
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model_type"] == "chatglm"
+    assert config["num_layers"] == 1
+    assert (tmp_path / "m" / "tokenizer.model").is_file()
+    assert (tmp_path / "m" / "pytorch_model.bin.index.json").is_file()
+
+
+def test_complete_prints_the_post_processed_suggestion(
+    tiny_model_dir: Path, tmp_path: Path, reference: Reference
+) -> None:
+    source = tmp_path / "app.py"
+    source.write_text(SOURCE)
+    result = run(
+        "complete",
+        str(source),
+        "--line",
+        "5",
+        "--character",
+        "8",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 0, result.stderr
+    raw = reference.greedy("# language: Python\n" + SOURCE, 64)
+    expected = postprocess(raw, prefix=SOURCE, suffix="", language_id="python")
+    assert expected
+    assert result.stdout == expected
+
+
+def test_complete_raw_prints_the_models_text_and_language_follows_the_extension(
+    tiny_model_dir: Path, tmp_path: Path, reference: Reference
+) -> None:
+    source = tmp_path / "app.js"
+    text = "function add(a, b) {\n  return "
+    source.write_text(text)
+    common = ("--line", "1", "--character", "9", "--model", str(tiny_model_dir), "--raw")
+    guessed = run("complete", str(source), *common, "--max-new-tokens", "20")
+    assert guessed.returncode == 0, guessed.stderr
+    assert guessed.stdout == reference.greedy("// language: JavaScript\n" + text, 20)
+    forced = run("complete", str(source), *common, "--max-new-tokens", "20", "--language", "go")
+    assert forced.stdout == reference.greedy("// language: Go\n" + text, 20)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("missing.py", "--line", "0", "--character", "0"), 2, "cannot read"),
+        (("{file}", "--line", "0", "--character", "0", "--dtype", "fp8"), 2, "codegeex2.dtype"),
+        (
+            ("{file}", "--line", "0", "--character", "0", "--model", "{missing}"),
+            1,
+            "does not exist",
+        ),
+        (("{file}", "--line", "-1", "--character", "0", "--model", "{model}"), 2, "line"),
+    ],
+)
+def test_complete_errors_go_to_stderr_with_a_non_zero_exit(
+    tiny_model_dir: Path, tmp_path: Path, args: tuple[str, ...], code: int, message: str
+) -> None:
+    source = tmp_path / "a.py"
+    source.write_text("x = 1\n")
+    values = {"file": str(source), "missing": str(tmp_path / "nope"), "model": str(tiny_model_dir)}
+    result = run("complete", *(a.format(**values) for a in args))
+    assert result.returncode == code
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_tcp_serves_lsp_on_loopback(tiny_model_dir: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "codegeex2_lsp",
+            "--tcp",
+            "--port",
+            str(port),
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    client = make_test_lsp_client()
+    try:
+        for _ in range(600):
+            try:
+                await client.start_tcp("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        result = await asyncio.wait_for(
+            client.initialize_session(
+                types.InitializeParams(capabilities=types.ClientCapabilities())
+            ),
+            60,
+        )
+        assert result.capabilities.inline_completion_provider is not None
+        assert result.server_info is not None
+        assert result.server_info.name == "codegeex2-lsp"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert server.stdout is not None
+    assert server.stdout.read() == b""
