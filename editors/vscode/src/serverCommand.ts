@@ -4,7 +4,7 @@
 
 import * as path from 'node:path';
 
-/** The console script that `pip install codegeex2-lsp` puts on PATH. */
+/** The console script that installing the server package puts on PATH. */
 export const DEFAULT_EXECUTABLE = 'codegeex2-lsp';
 
 export interface LaunchSettings {
@@ -65,7 +65,7 @@ export function resolveServerCommand(settings: LaunchSettings, ctx: ResolveConte
   return {
     ok: false,
     message:
-      `'${DEFAULT_EXECUTABLE}' was not found on PATH. Install the server (pip install codegeex2-lsp) ` +
+      `'${DEFAULT_EXECUTABLE}' was not found on PATH. Install the server (pip install /path/to/codegeex2-lsp) ` +
       `or set 'codegeex2.serverCommand' or 'codegeex2.pythonPath'.`,
   };
 }
