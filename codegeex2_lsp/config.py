@@ -34,6 +34,8 @@ class Settings:
     multiline: str = "auto"
     candidates: int = 3
     debounce_ms: int = 25
+    prefix_cache_mb: int = 256
+    compile: str = "auto"
 
     def load_key(self) -> tuple[str, str, str]:
         """What the loaded model depends on: a change here means a reload."""
@@ -224,6 +226,23 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _integer(0, 2000),
         minimum=0,
         maximum=2000,
+    ),
+    SettingSpec(
+        "prefixCacheMb",
+        "prefix_cache_mb",
+        "integer",
+        "MiB of KV cache kept across documents to reuse recent prompts; 0 turns reuse off.",
+        _integer(0, 65536),
+        minimum=0,
+        maximum=65536,
+    ),
+    SettingSpec(
+        "compile",
+        "compile",
+        "string",
+        "Static KV cache and compiled decode step: auto (on CUDA only), on, or off.",
+        _choice("auto", "on", "off"),
+        choices=("auto", "on", "off"),
     ),
 )
 

@@ -31,6 +31,8 @@ def test_defaults_match_the_documented_ones() -> None:
         "multiline": "auto",
         "candidates": 3,
         "debounceMs": 25,
+        "prefixCacheMb": 256,
+        "compile": "auto",
     }
 
 
