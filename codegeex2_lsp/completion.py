@@ -43,6 +43,8 @@ class CompletionRequest:
     sampling: SamplingParams
     insert_spaces: bool | None = None
     tab_size: int | None = None
+    cache_key: str = ""
+    cache_bytes: int = 0
 
 
 def prepare(
@@ -85,6 +87,8 @@ def prepare(
         sampling=sampling,
         insert_spaces=insert_spaces,
         tab_size=tab_size,
+        cache_key=uri or "",
+        cache_bytes=settings.prefix_cache_mb * 2**20,
     )
 
 
@@ -99,7 +103,8 @@ def generate(
 
     Runs on the engine's thread. The first candidate uses the configured sampling (greedy by
     default); further ones are sampled hotter. Every candidate after the first reuses the
-    prompt's KV cache, so extra candidates cost decode time only. ``raw`` turns the early stop
+    prompt's KV cache (kept under the document's ``cache_key``, within ``cache_bytes``), so
+    extra candidates cost decode time only. ``raw`` turns the early stop
     off, for looking at what the model would have written.
     """
     ids = [*model.tokenizer.prefix_ids, *request.prompt.ids]
@@ -112,7 +117,14 @@ def generate(
         if attempt > 0:
             temperature = max(sampling.temperature, CANDIDATE_TEMPERATURE)
             sampling = dataclasses.replace(sampling, temperature=temperature, seed=attempt)
-        generation = model.generate(ids, sampling, cancelled=cancelled, should_stop=stop)
+        generation = model.generate(
+            ids,
+            sampling,
+            cancelled=cancelled,
+            should_stop=stop,
+            cache_key=request.cache_key,
+            cache_bytes=request.cache_bytes,
+        )
         text = finish(request, generation.text)
         if (text and text not in seen) or (raw and attempt == 0):
             seen.add(text)

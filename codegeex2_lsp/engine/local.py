@@ -1,20 +1,24 @@
-"""Generation on a local torch model: prefill, decode token by token, reuse the last KV cache.
+"""Generation on a local torch model: prefill, decode token by token, reuse recent KV caches.
 
-Consecutive keystrokes share almost all of their prompt, so the KV cache of the previous
-request is kept and only the tokens after the longest common prefix are prefilled. The decode
-loop asks the caller after every token whether to go on, which is where cancellation and the
-post-processing stop rules come in.
+Consecutive keystrokes share almost all of their prompt, so the KV cache of each document's
+last prompt is kept (within a memory budget, least recently used documents dropped first) and
+only the tokens after the longest common prefix are prefilled. The decode loop asks the caller
+after every token whether to go on, which is where cancellation and the post-processing stop
+rules come in. On CUDA, decode can run on a static KV cache through a compiled one-token step,
+because batch-1 decode there is bound by per-step overhead as much as by memory.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
-from transformers import DynamicCache, GlmForCausalLM
+from transformers import DynamicCache, GlmForCausalLM, StaticCache
 
 from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
 
@@ -22,6 +26,16 @@ log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256
 """Prefill in chunks so a cancelled request stops within one chunk, not after the whole prompt."""
+
+DEFAULT_CACHE_BYTES = 256 * 2**20
+"""KV memory kept for prefix reuse unless told otherwise: a few full-context documents of the
+full-size model in 16-bit (about 28 KiB per token)."""
+
+STATIC_LENGTH_STEP = 256
+"""The static cache's length is rounded up to this, so nearby context settings share one graph."""
+
+DecodeMode = Literal["dynamic", "static", "compiled"]
+"""How decode runs: on the growing prefix cache, on a static cache eagerly, or compiled."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +62,22 @@ class Generation:
     finish_reason: str = "length"
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    decode_mode: DecodeMode = "dynamic"
 
 
 @dataclass
 class Totals:
-    """Tokens run through the model since it was loaded, including cancelled work."""
+    """Work done by the model since it was loaded, including cancelled work.
+
+    ``reused`` counts prompt tokens whose KV came from the prefix cache instead of a prefill;
+    ``generations`` counts calls of :meth:`LocalModel.generate`, so callers can prove that an
+    answer cost no model work.
+    """
 
     prefilled: int = 0
     generated: int = 0
+    reused: int = 0
+    generations: int = 0
 
 
 class Cancelled(Exception):
@@ -75,6 +97,146 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def decode_mode(setting: str, device: torch.device) -> DecodeMode:
+    """The decode path the ``compile`` setting asks for on ``device``.
+
+    ``auto`` compiles on CUDA only: elsewhere compiling costs a minute and more at start for
+    little gain, since CPU decode is bound by the matrix products, not by per-step overhead.
+    """
+    if setting == "on" or (setting == "auto" and device.type == "cuda"):
+        return "compiled"
+    return "dynamic"
+
+
+@dataclass
+class _Entry:
+    """One document's reusable KV cache and the token ids it holds."""
+
+    cache: DynamicCache | None = None
+    ids: list[int] = field(default_factory=list)
+
+    def nbytes(self) -> int:
+        if self.cache is None:
+            return 0
+        return sum(
+            layer.keys.nbytes + layer.values.nbytes
+            for layer in self.cache.layers
+            if layer.is_initialized
+        )
+
+    def crop(self, keep: int) -> None:
+        """Keep the first ``keep`` tokens."""
+        if self.cache is not None and keep < len(self.ids):
+            self.cache.crop(keep - len(self.ids))
+        del self.ids[keep:]
+
+
+class PrefixCache:
+    """KV caches of recent prompts, one per document, within a byte budget (LRU).
+
+    Entries are taken out while a generation runs on them and put back afterwards, so a
+    generation that fails can never leave a half-updated entry behind.
+    """
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(entry.nbytes() for entry in self._entries.values())
+
+    def take(self, key: str) -> _Entry:
+        return self._entries.pop(key, None) or _Entry()
+
+    def put(self, key: str, entry: _Entry, budget: int) -> None:
+        """Keep ``entry`` as the most recent; drop the least recent until all fit ``budget``.
+
+        An entry too big for the budget on its own is cropped to fit: its leading tokens are
+        the ones the next keystroke reuses.
+        """
+        size = entry.nbytes()
+        if size > budget and entry.ids:
+            entry.crop(len(entry.ids) * budget // size)
+            size = entry.nbytes()
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        total = sum(e.nbytes() for e in self._entries.values())
+        while total > budget and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            total -= dropped.nbytes()
+
+    def forget(self, key: str | None = None) -> None:
+        """Drop one document's entry, or every entry."""
+        if key is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(key, None)
+
+
+class StaticDecoder:
+    """A static KV cache of fixed length and a one-token decode step, compiled or eager.
+
+    A fixed-shape step is what ``torch.compile`` turns into one CUDA graph, so a decode step
+    costs one launch instead of hundreds of kernels. The prompt's KV is copied in from the
+    prefix cache before each generation; generated tokens stay here.
+    """
+
+    def __init__(self, model: GlmForCausalLM, length: int, *, compiled: bool) -> None:
+        self.model = model
+        self.length = length
+        self.compiled = compiled
+        self.cache = StaticCache(config=model.config, max_cache_len=length)
+        self._filled = 0
+        device = next(model.parameters()).device
+        self._token = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self._position = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self._step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._eager_step
+        if compiled:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"
+            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, dynamic=False)
+
+    def _eager_step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        # token, position: [1, 1] -> logits of the token: [V]
+        output = self.model(
+            input_ids=token,
+            position_ids=position,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return output.logits[0, -1]
+
+    def load(self, source: DynamicCache, count: int) -> None:
+        """Copy the first ``count`` tokens of ``source`` in, dropping what was here."""
+        for layer, given in zip(self.cache.layers, source.layers, strict=True):
+            if not layer.is_initialized:
+                layer.lazy_initialization(given.keys[:, :, :1], given.values[:, :, :1])
+            layer.keys[:, :, :count].copy_(given.keys[:, :, :count])
+            layer.values[:, :, :count].copy_(given.values[:, :, :count])
+            layer.cumulative_length.fill_(count)
+        self._filled = count
+
+    def step(self, token: int) -> torch.Tensor:
+        """Run ``token`` at the next position; the logits of what follows it: [V]."""
+        if self._filled >= self.length:
+            raise ValueError(f"the static cache holds {self.length} tokens")
+        self._token.fill_(token)
+        self._position.fill_(self._filled)
+        logits = self._step(self._token, self._position)
+        self._filled += 1
+        # A CUDA graph's output is overwritten by its next replay: keep a copy.
+        return logits.clone() if self.compiled else logits
+
+    def warm_up(self, source: DynamicCache, count: int, steps: int = 3) -> None:
+        """Compile and record the step ahead of the first request (CUDA graphs need a few)."""
+        for _ in range(steps):
+            self.load(source, count)
+            self.step(0)
+
+
 class LocalModel:
     """One loaded model and its tokenizer; used by exactly one thread at a time."""
 
@@ -87,9 +249,49 @@ class LocalModel:
         suppress = torch.zeros(vocab_size, dtype=torch.float32, device=self.device)
         suppress[tokenizer.suppressed_ids(vocab_size)] = float("-inf")
         self._suppress = suppress
-        self._cache: DynamicCache | None = None
-        self._cache_ids: list[int] = []
+        self.prefixes = PrefixCache()
+        self._static: StaticDecoder | None = None
         self.totals = Totals()
+
+    @property
+    def decode(self) -> DecodeMode:
+        """The decode path in use."""
+        if self._static is None:
+            return "dynamic"
+        return "compiled" if self._static.compiled else "static"
+
+    @torch.inference_mode()
+    def configure_decode(self, mode: DecodeMode, context_tokens: int) -> None:
+        """Switch the decode path; a static one holds ``context_tokens`` and is warmed up now.
+
+        Compiling takes seconds to minutes, so it belongs to loading or to a settings change,
+        never to the first keystroke's request.
+        """
+        length = -(-context_tokens // STATIC_LENGTH_STEP) * STATIC_LENGTH_STEP
+        current = self._static
+        if mode == "dynamic":
+            self._static = None
+            return
+        if (
+            current is not None
+            and current.length == length
+            and current.compiled == (mode == "compiled")
+        ):
+            return
+        self._static = None
+        decoder = StaticDecoder(self.model, length, compiled=mode == "compiled")
+        started = time.perf_counter()
+        scratch = DynamicCache(config=self.model.config)
+        prompt = torch.tensor([self.tokenizer.prefix_ids], dtype=torch.long, device=self.device)
+        self.model(input_ids=prompt, cache=scratch, use_cache=True, logits_to_keep=1)
+        decoder.warm_up(scratch, prompt.shape[1])
+        self._static = decoder
+        log.info(
+            "%s decode on a static cache of %d tokens, ready in %.1f s",
+            mode,
+            length,
+            time.perf_counter() - started,
+        )
 
     @torch.inference_mode()
     def generate(
@@ -99,18 +301,51 @@ class LocalModel:
         *,
         cancelled: Callable[[], bool] = lambda: False,
         should_stop: StopCheck | None = None,
+        cache_key: str = "",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> Generation:
         """Continue ``prompt_ids`` (which include ``[gMASK] sop``) by up to ``max_new_tokens``.
 
-        Raises :class:`Cancelled` as soon as ``cancelled()`` is true, checked between prefill
-        chunks and before every decode step.
+        The KV cache kept under ``cache_key`` (a document) is reused up to the longest common
+        prefix, and afterwards kept within ``cache_bytes`` for all keys together; 0 turns reuse
+        off and frees every kept cache. Raises :class:`Cancelled` as soon as ``cancelled()`` is
+        true, checked between prefill chunks and before every decode step; the work done until
+        then stays in the cache for the next request.
         """
         if not prompt_ids:
             raise ValueError("empty prompt")
+        self.totals.generations += 1
+        if cache_bytes > 0:
+            entry = self.prefixes.take(cache_key)
+        else:
+            self.prefixes.forget()
+            entry = _Entry()
+        try:
+            return self._generate(entry, list(prompt_ids), params, cancelled, should_stop)
+        finally:
+            if cache_bytes > 0 and entry.cache is not None:
+                self.prefixes.put(cache_key, entry, cache_bytes)
+
+    def _generate(
+        self,
+        entry: _Entry,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        cancelled: Callable[[], bool],
+        should_stop: StopCheck | None,
+    ) -> Generation:
         result = Generation(prompt_tokens=len(prompt_ids))
         started = time.perf_counter()
-        logits = self._prefill(list(prompt_ids), result, cancelled)
+        logits = self._prefill(entry, prompt_ids, result, cancelled)
         result.prefill_seconds = time.perf_counter() - started
+
+        static = self._static
+        if static is not None and len(prompt_ids) + params.max_new_tokens > static.length:
+            static = None
+        if static is not None:
+            assert entry.cache is not None
+            static.load(entry.cache, len(entry.ids))
+            result.decode_mode = self.decode
 
         generator = None
         if params.temperature > 0:
@@ -133,47 +368,52 @@ class LocalModel:
                 break
             if cancelled():
                 raise Cancelled
-            logits = self._forward([token])
-            self._cache_ids.append(token)
+            if static is not None:
+                logits = static.step(token).float() + self._suppress
+            else:
+                # Generated tokens stay in the prefix cache: when the user types what was
+                # suggested, the next prompt reuses them too.
+                logits = self._forward(entry, [token])
+                entry.ids.append(token)
         result.decode_seconds = time.perf_counter() - started
         return result
 
     def _prefill(
-        self, ids: list[int], result: Generation, cancelled: Callable[[], bool]
+        self, entry: _Entry, ids: list[int], result: Generation, cancelled: Callable[[], bool]
     ) -> torch.Tensor:
         # At least the last prompt token is always run, so there are logits to sample from.
-        keep = min(common_prefix_length(self._cache_ids, ids), len(ids) - 1)
-        if self._cache is not None and keep > 0:
-            self._cache.crop(keep - len(self._cache_ids))
-            del self._cache_ids[keep:]
+        keep = min(common_prefix_length(entry.ids, ids), len(ids) - 1)
+        if entry.cache is not None and keep > 0:
+            entry.crop(keep)
         else:
             keep = 0
-            self._cache = DynamicCache(config=self.model.config)
-            self._cache_ids = []
+            entry.cache = DynamicCache(config=self.model.config)
+            entry.ids = []
         result.reused_tokens = keep
+        self.totals.reused += keep
         logits: torch.Tensor | None = None
         for start in range(keep, len(ids), PREFILL_CHUNK):
             if cancelled():
                 raise Cancelled
             chunk = ids[start : start + PREFILL_CHUNK]
-            logits = self._forward(chunk)
-            self._cache_ids.extend(chunk)
+            logits = self._forward(entry, chunk)
+            entry.ids.extend(chunk)
             result.prefilled_tokens += len(chunk)
             self.totals.prefilled += len(chunk)
         assert logits is not None
         return logits
 
-    def _forward(self, ids: list[int]) -> torch.Tensor:
+    def _forward(self, entry: _Entry, ids: list[int]) -> torch.Tensor:
         # ids: [S] new tokens after those already in the cache -> logits of the last one: [V]
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         try:
             output = self.model(
-                input_ids=input_ids, cache=self._cache, use_cache=True, logits_to_keep=1
+                input_ids=input_ids, cache=entry.cache, use_cache=True, logits_to_keep=1
             )
         except BaseException:
             # A half-updated cache no longer matches its ids; start clean next time.
-            self._cache = None
-            self._cache_ids = []
+            entry.cache = None
+            entry.ids = []
             raise
         return output.logits[0, -1].float() + self._suppress
 
@@ -197,7 +437,6 @@ class LocalModel:
             probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=generator))
 
-    def forget(self) -> None:
-        """Drop the reusable KV cache, e.g. to free memory."""
-        self._cache = None
-        self._cache_ids = []
+    def forget(self, key: str | None = None) -> None:
+        """Drop one document's reusable KV cache, or all of them, e.g. to free memory."""
+        self.prefixes.forget(key)
