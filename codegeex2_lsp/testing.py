@@ -643,6 +643,26 @@ def _balanced_shards(
     return [group for group in groups if group]
 
 
+_QUANTIZED_LINEARS = (
+    "self_attention.query_key_value.weight",
+    "self_attention.dense.weight",
+    "mlp.dense_h_to_4h.weight",
+    "mlp.dense_4h_to_h.weight",
+)
+
+
+def _official_quantized(name: str, weight: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    """One linear weight as upstream's ``quantization.py`` stores it: int8 integers, packed two
+    per byte (even column in the high nibble) for INT4, and a float16 scale per row."""
+    scale = (weight.abs().amax(dim=1) / (2 ** (bits - 1) - 1)).half()
+    q = torch.round(weight / scale.float()[:, None]).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    q = q.to(torch.int8)
+    if bits == 4:
+        q = ((q[:, 0::2].to(torch.int16) << 4) | (q[:, 1::2].to(torch.int16) & 0xF)) & 0xFF
+        q = q.to(torch.uint8).view(torch.int8)
+    return {name: q, name + "_scale": scale}
+
+
 def write_tiny_model(
     directory: str | os.PathLike[str],
     *,
@@ -658,8 +678,14 @@ def write_tiny_model(
     vocab_pieces: int = 1000,
     padded_vocab_size: int | None = None,
     dtype: torch.dtype = torch.float32,
+    quantization_bit: int | None = None,
 ) -> Path:
     """Write a ChatGLM2 checkpoint in the upstream layout to ``directory`` and return its path.
+
+    ``quantization_bit`` 4 or 8 writes the official quantized layout instead (as
+    THUDM/codegeex2-6b-int4): each layer's four linear weights as int8 integers, two per byte for
+    INT4, with a float16 ``weight_scale`` per row, and ``quantization_bit`` in config.json; the
+    other tensors in ``dtype`` (float16 upstream).
 
     Deterministic for the same arguments. ``padded_vocab_size`` defaults to the tokenizer's
     pieces plus the five specials rounded up to 64, as upstream pads; pass 65024 for the real
@@ -687,6 +713,10 @@ def write_tiny_model(
         padded_vocab_size=padded_vocab_size,
         dtype=dtype,
     )
+    if quantization_bit is not None:
+        if quantization_bit not in (4, 8):
+            raise ValueError("quantization_bit must be 4 or 8")
+        config["quantization_bit"] = quantization_bit
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
     weights = _Weights(config, tokenizer, seed)
@@ -695,7 +725,13 @@ def write_tiny_model(
     total_size = 0
     for index, group in enumerate(groups, start=1):
         file_name = f"pytorch_model-{index:05d}-of-{len(groups):05d}.bin"
-        state = {name: weights.tensor(name, shape).to(dtype) for name, shape in group}
+        state: dict[str, torch.Tensor] = {}
+        for name, shape in group:
+            tensor = weights.tensor(name, shape)
+            if quantization_bit is not None and name.endswith(_QUANTIZED_LINEARS):
+                state.update(_official_quantized(name, tensor, quantization_bit))
+            else:
+                state[name] = tensor.to(dtype)
         torch.save(state, out / file_name)
         for name, tensor in state.items():
             weight_map[name] = file_name

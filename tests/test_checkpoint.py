@@ -199,12 +199,18 @@ def test_incomplete_config(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert "kv_channels" in str(_load_error(model_dir))
 
 
-def test_quantized_checkpoint_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_quantized_config_with_float_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = _copy(tiny_model_dir, tmp_path)
     _edit_config(model_dir, quantization_bit=4)
     error = _load_error(model_dir)
     assert "INT4" in str(error)
-    assert "not supported yet" in str(error)
+    assert "float32" in str(error)
+
+
+def test_unknown_quantization_bit(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    _edit_config(model_dir, quantization_bit=3)
+    assert "only 4 and 8" in str(_load_error(model_dir))
 
 
 def test_missing_shard(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -14,12 +14,20 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import GenerationConfig, GlmConfig, GlmForCausalLM
 
+from codegeex2_lsp.engine.quantize import (
+    INT4_GROUP_SIZE,
+    int4_group_size,
+    quantize_weight,
+    swap_linears,
+    unpack_int4,
+)
 from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -67,13 +75,34 @@ _GLOBAL_NAMES = {
     "transformer.encoder.final_layernorm.weight": "model.norm.weight",
     "transformer.output_layer.weight": "lm_head.weight",
 }
-_LAYER_NAMES = {
-    "input_layernorm.weight": "input_layernorm.weight",
-    "post_attention_layernorm.weight": "post_attention_layernorm.weight",
-    "self_attention.dense.weight": "self_attn.o_proj.weight",
-    "mlp.dense_h_to_4h.weight": "mlp.gate_up_proj.weight",
-    "mlp.dense_4h_to_h.weight": "mlp.down_proj.weight",
+# Per-layer module renames; the tensor suffix (weight, weight_scale of quantized ones) is kept.
+_LAYER_MODULES = {
+    "input_layernorm": "input_layernorm",
+    "post_attention_layernorm": "post_attention_layernorm",
+    "self_attention.dense": "self_attn.o_proj",
+    "mlp.dense_h_to_4h": "mlp.gate_up_proj",
+    "mlp.dense_4h_to_h": "mlp.down_proj",
 }
+_LAYER_SUFFIXES = {
+    "input_layernorm": ("weight",),
+    "post_attention_layernorm": ("weight",),
+    "self_attention.dense": ("weight", "weight_scale"),
+    "mlp.dense_h_to_4h": ("weight", "weight_scale"),
+    "mlp.dense_4h_to_h": ("weight", "weight_scale"),
+}
+
+# The linear layers of each decoder layer, in GLM names: what INT8/INT4 applies to.
+LAYER_LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_up_proj",
+    "mlp.down_proj",
+)
+SCALE_SUFFIX = ".weight_scale"
+QUANTIZATION_KEY = "weight_quantization"
+"""Where a converted checkpoint's config.json records its quantization (ours, not upstream's)."""
 
 
 class ModelLoadError(Exception):
@@ -270,8 +299,9 @@ def glm_tensors(
 
     The fused query_key_value rows are all query heads, then the key groups, then the value
     groups. ``inv_freq`` is dropped: it is recomputed in float32, where upstream kept it in the
-    weight dtype. A name it does not know is passed through unchanged, so the loader reports it
-    as unexpected.
+    weight dtype. Quantized checkpoints add a ``weight_scale`` beside each linear weight, mapped
+    the same way. A name it does not know is passed through unchanged: GLM names (a converted
+    checkpoint) then load as they are, anything else is reported as unexpected.
     """
     if name in _GLOBAL_NAMES:
         yield _GLOBAL_NAMES[name], tensor
@@ -281,8 +311,9 @@ def glm_tensors(
     if name.startswith(_LAYER_PREFIX):
         layer, _, rest = name[len(_LAYER_PREFIX) :].partition(".")
         prefix = f"model.layers.{layer}."
-        if rest in _LAYER_NAMES:
-            yield prefix + _LAYER_NAMES[rest], tensor
+        module, _, suffix = rest.rpartition(".")
+        if suffix in _LAYER_SUFFIXES.get(module, ()):
+            yield prefix + _LAYER_MODULES[module] + "." + suffix, tensor
             return
         if rest.startswith("self_attention.query_key_value."):
             kind = rest.rsplit(".", 1)[1]
@@ -340,31 +371,138 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def load_model(model_dir: Path, *, device: torch.device, dtype: torch.dtype) -> GlmForCausalLM:
+@dataclass(frozen=True)
+class StoredQuantization:
+    """How a checkpoint's linear weights are stored: integer bits and columns per scale.
+
+    ``group_size`` None means one scale per row (the official layout); ``lm_head`` says whether
+    the output layer is quantized too (the official checkpoints keep it in float16).
+    """
+
+    bits: int
+    group_size: int | None
+    lm_head: bool
+
+
+def stored_quantization(chatglm: dict[str, Any]) -> StoredQuantization | None:
+    """The quantization a checkpoint was saved with, from its config; None for full precision."""
+    ours = chatglm.get(QUANTIZATION_KEY)
+    if isinstance(ours, dict):
+        bits = ours.get("bits")
+        if bits in (4, 8):
+            group = ours.get("group_size")
+            return StoredQuantization(
+                bits, group if isinstance(group, int) else None, bool(ours.get("lm_head"))
+            )
+    bits = chatglm.get("quantization_bit")
+    if not bits:
+        return None
+    if bits not in (4, 8):
+        raise ModelLoadError(
+            f"{CONFIG_FILE} sets quantization_bit = {bits!r}; only 4 and 8 exist",
+            "use THUDM/codegeex2-6b, or its INT4 version THUDM/codegeex2-6b-int4",
+        )
+    return StoredQuantization(bits, None, lm_head=False)
+
+
+def linear_names(config: GlmConfig, *, lm_head: bool) -> set[str]:
+    """GLM module names of the linear layers that INT8/INT4 applies to."""
+    names = {
+        f"model.layers.{i}.{linear}"
+        for i in range(config.num_hidden_layers)
+        for linear in LAYER_LINEARS
+    }
+    if lm_head:
+        names.add("lm_head")
+    return names
+
+
+def tensor_device(name: str, layer_devices: list[torch.device]) -> torch.device:
+    """Where a GLM tensor lives when layers are split: embeddings with the first layer, the final
+    norm and output layer with the last."""
+    if name.startswith("model.layers."):
+        return layer_devices[int(name.split(".")[2])]
+    if name.startswith("model.embed_tokens"):
+        return layer_devices[0]
+    return layer_devices[-1]
+
+
+def load_model(
+    model_dir: Path,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    quantize: str = "none",
+    layer_devices: list[torch.device] | None = None,
+    kernel: str | None = None,
+) -> GlmForCausalLM:
     """``GlmForCausalLM`` with the checkpoint's weights on ``device`` in ``dtype``, in eval mode.
 
     Built on the meta device, then each file is read and its tensors assigned before the next
-    file is opened, so no randomly initialised copy is ever allocated.
+    file is opened, so no randomly initialised copy is ever allocated. ``quantize`` (``int8``,
+    ``int4``) turns full-precision linear weights into integers one tensor at a time; a
+    checkpoint stored quantized keeps its own integers and scales whatever ``quantize`` says,
+    since re-quantizing would lose precision. ``layer_devices`` (one device per layer) splits
+    the model; ``kernel`` forces a quantized kernel (tests compare them).
     """
     chatglm = read_config(model_dir)
-    if chatglm.get("quantization_bit"):
-        raise ModelLoadError(
-            f"{model_dir} is a quantized (INT{chatglm['quantization_bit']}) checkpoint, "
-            "which is not supported yet",
-            "use the full-precision checkpoint THUDM/codegeex2-6b",
-        )
+    stored = stored_quantization(chatglm)
     config = glm_config(chatglm)
     config._attn_implementation = "sdpa"
+    devices = layer_devices or [device] * config.num_hidden_layers
+    if len(devices) != config.num_hidden_layers:
+        raise ValueError(f"{len(devices)} layer devices for {config.num_hidden_layers} layers")
+    if stored is not None:
+        bits, group, quantized = (
+            stored.bits,
+            stored.group_size,
+            linear_names(config, lm_head=stored.lm_head),
+        )
+        if quantize not in ("none", f"int{bits}"):
+            logger.warning("%s is stored as INT%d; loading it as stored", model_dir, bits)
+    else:
+        bits = {"none": 0, "int8": 8, "int4": 4}[quantize]
+        group = INT4_GROUP_SIZE if bits == 4 else None
+        quantized = linear_names(config, lm_head=True) if bits else set()
     with torch.device("meta"):
         model = GlmForCausalLM(config)
+    swap_linears(model, bits, quantized)
     expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
     loaded: set[str] = set()
     unexpected: list[str] = []
+    pending: dict[str, dict[str, torch.Tensor]] = {}
     for path in _weight_files(model_dir):
         logger.debug("loading %s", path.name)
         assigned: dict[str, torch.Tensor] = {}
         for upstream_name, upstream in _read_weights(path).items():
             for name, tensor in glm_tensors(upstream_name, upstream, config):
+                module, _, suffix = name.rpartition(".")
+                target = tensor_device(name, devices)
+                if module in quantized and suffix in ("weight", "weight_scale"):
+                    if stored is not None and suffix == "weight" and tensor.dtype != torch.int8:
+                        raise ModelLoadError(
+                            f"{upstream_name} is {str(tensor.dtype).removeprefix('torch.')}, "
+                            f"but config.json says the weights are INT{bits} (int8 integers)",
+                            "the checkpoint is damaged; download the model again",
+                        )
+                    parts = pending.setdefault(module, {})
+                    parts[suffix] = tensor
+                    if stored is None or len(parts) == 2:
+                        _set_quantized(
+                            model,
+                            module,
+                            parts,
+                            stored,
+                            bits,
+                            group,
+                            target,
+                            dtype,
+                            kernel,
+                            upstream_name,
+                        )
+                        del pending[module]
+                        loaded.add(module + ".weight")
+                    continue
                 if name not in expected:
                     unexpected.append(upstream_name)
                     continue
@@ -374,7 +512,9 @@ def load_model(model_dir: Path, *, device: torch.device, dtype: torch.dtype) -> 
                         f"the config needs {list(expected[name])}",
                         "config.json and the weights do not match; download the model again",
                     )
-                assigned[name] = tensor.to(device=device, dtype=dtype)
+                assigned[name] = tensor.to(
+                    device=target, dtype=_storage_dtype(name, tensor, dtype, bits)
+                )
         model.load_state_dict(assigned, strict=False, assign=True)
         loaded.update(assigned)
         del assigned
@@ -383,13 +523,15 @@ def load_model(model_dir: Path, *, device: torch.device, dtype: torch.dtype) -> 
             f"{model_dir} has tensors a ChatGLM2 model does not: {', '.join(unexpected[:5])}",
             "this is not a ChatGLM2 checkpoint, or a variant that is not supported",
         )
-    missing = sorted(set(expected) - loaded)
+    wanted = set(expected) | {module + ".weight" for module in quantized}
+    missing = sorted(wanted - loaded)
     if missing:
         raise ModelLoadError(
             f"{model_dir} lacks {', '.join(missing[:5])}",
             "the download is incomplete; download the model again",
         )
-    _reset_rotary(model, device)
+    _reset_rotary(model, devices[0])
+    _connect_devices(model, devices, dtype)
     model.requires_grad_(False)
     model.config.dtype = dtype
     model.generation_config = GenerationConfig(
@@ -397,13 +539,97 @@ def load_model(model_dir: Path, *, device: torch.device, dtype: torch.dtype) -> 
     )
     model.eval()
     logger.info(
-        "loaded %s: %d layers, %s on %s",
+        "loaded %s: %d layers, %s%s on %s",
         model_dir,
         config.num_hidden_layers,
         str(dtype).removeprefix("torch."),
-        device,
+        f" with INT{bits} weights" if bits else "",
+        ", ".join(sorted({str(d) for d in devices})),
     )
     return model
+
+
+def _storage_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype, bits: int) -> torch.dtype:
+    """Quantized models keep the embedding table in the checkpoint's 16-bit precision.
+
+    Only one row per token is read from it, so a float32 copy would spend a gigabyte (6B) for
+    nothing; the lookup's output is cast to ``dtype`` (see ``_connect_devices``).
+    """
+    if (
+        bits
+        and name == "model.embed_tokens.weight"
+        and tensor.is_floating_point()
+        and tensor.element_size() < torch.finfo(dtype).bits // 8
+    ):
+        return tensor.dtype
+    return dtype
+
+
+def _set_quantized(
+    model: GlmForCausalLM,
+    module: str,
+    parts: dict[str, torch.Tensor],
+    stored: StoredQuantization | None,
+    bits: int,
+    group: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    kernel: str | None,
+    upstream_name: str,
+) -> None:
+    """Give one :class:`QuantLinear` its integers: as stored, or quantized now from floats."""
+    linear = model.get_submodule(module)
+    if stored is None:
+        weight = parts["weight"]
+        q, scale = quantize_weight(weight, bits, group and int4_group_size(weight.shape[1]))
+    else:
+        q = unpack_int4(parts["weight"]) if bits == 4 else parts["weight"]
+        scale = parts["weight_scale"].float()
+        scale = scale.reshape(scale.shape[0], -1)
+    try:
+        linear.set_weight(q.to(device), scale.to(device), dtype, kernel)
+    except ValueError as error:
+        raise ModelLoadError(
+            f"{upstream_name}: {error}",
+            "config.json and the weights do not match; download the model again",
+        ) from error
+
+
+def _connect_devices(
+    model: GlmForCausalLM, devices: list[torch.device], dtype: torch.dtype
+) -> None:
+    """Hooks that carry activations across a layer split, and cast a 16-bit embedding's output.
+
+    Logits come back on the first device, where callers put their inputs.
+    """
+    embed = model.model.embed_tokens
+    if embed.weight.dtype != dtype:
+        embed.register_forward_hook(lambda module, args, output: output.to(dtype))
+    if len(set(devices)) == 1:
+        return
+    for layer, target in zip(model.model.layers, devices, strict=True):
+        layer.register_forward_pre_hook(_mover(target), with_kwargs=True)
+    model.model.norm.register_forward_pre_hook(_mover(devices[-1]), with_kwargs=True)
+    first = devices[0]
+    model.lm_head.register_forward_hook(lambda module, args, output: output.to(first))
+
+
+def _mover(
+    target: torch.device,
+) -> Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any]], tuple[Any, dict[str, Any]]]:
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(target)
+        if isinstance(value, tuple):
+            return tuple(move(item) for item in value)
+        return value
+
+    def hook(
+        module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        return move(args), {key: move(value) for key, value in kwargs.items()}
+
+    return hook
 
 
 def _reset_rotary(model: GlmForCausalLM, device: torch.device) -> None:
