@@ -807,7 +807,24 @@ class _Scanner:
             keep = self.step(j, complete=j < complete)
             if keep is not None:
                 return _Scan(keep, True)
+        if not final and complete < len(self.lines) and self.dedents(complete):
+            return _Scan(complete, True)
         return _Scan(limit, False)
+
+    def dedents(self, j: int) -> bool:
+        """Whether line j, still being written, already ends the completion before it.
+
+        Its first visible character fixes its indentation; a line left of the cursor's block
+        that cannot be a closing line ends the completion whatever follows on it, so decoding
+        can stop there instead of finishing a line that is thrown away.
+        """
+        line = self.full[j]
+        stripped = line.strip()
+        if j == 0 or not stripped or self.base is None or self.state is not None:
+            return False
+        if self.stack or self.end_depth or self.lang.closing_line is not None:
+            return False
+        return stripped[0] not in _CLOSE_TO_OPEN and _width(line, self.ctx.tab) < self.base
 
     def step(self, j: int, complete: bool) -> int | None:
         """Account for line j; the number of lines to keep when the completion ends here."""

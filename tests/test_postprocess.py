@@ -188,3 +188,16 @@ def test_nothing_generated_after_settling_changes_the_result(multiline: str) -> 
         for more in [*_CONTINUATIONS, *(other.raw for other in CASES[::7])]:
             got = postprocess(case.raw[:first] + more, **kwargs)
             assert got == settled, (case.name, more)
+
+
+def test_a_line_left_of_the_block_settles_at_its_first_character() -> None:
+    """Decoding can stop as soon as a dedented line shows itself, before it is finished."""
+    prefix = "def total(items):\n    s = 0\n    for it in items:\n        "
+    python = {"prefix": prefix, "suffix": "", "language_id": "python"}
+    assert not is_settled("s += it\n    ", **python)
+    assert is_settled("s += it\n    r", **python)
+    assert postprocess("s += it\n    r", **python) == "s += it"
+    assert postprocess("s += it\n    return s\n", **python) == "s += it"
+    # A line that may turn out to close a block is only judged once it is whole.
+    assert not is_settled("s += it;\n  }", prefix=prefix, suffix="", language_id="javascript")
+    assert not is_settled("s += it\n  en", prefix=prefix, suffix="", language_id="ruby")
