@@ -3,7 +3,8 @@
 Handlers are thin: they snapshot the document, build an immutable request on the event
 loop, hand the model work to the engine's thread and await it. The newest request for a
 document wins; an older one is answered with an empty result (or RequestCancelled when the
-client cancelled it), never late with stale text.
+client cancelled it), never late with stale text. When the user types (or deletes) along a
+suggestion already shown, the rest of it is answered at once, without the model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -40,6 +42,47 @@ _WORD_BEFORE = re.compile(r"[\w$]+$")
 STATUS_COMMAND = "codegeex2.status"
 """``workspace/executeCommand`` that reports the model's state and the work done so far."""
 
+SHOWN_PER_DOCUMENT = 8
+"""Answers kept per document for typed-ahead: enough to type back and forth along a few."""
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """Suggestions answered at one cursor, kept to answer the typing that follows them."""
+
+    prefix: str
+    suffix: str
+    texts: tuple[str, ...]
+    candidates: int
+
+    def ahead(self, prefix: str, suffix: str) -> list[str]:
+        """What is left of the suggestions once the text before the cursor is ``prefix``.
+
+        Typing along a suggestion leaves its rest; deleting back on the same line puts the
+        deleted text in front of it again. Anything else (another line, another suffix, a
+        character the suggestion does not have, the whole suggestion typed) leaves nothing.
+        """
+        if suffix != self.suffix:
+            return []
+        if prefix.startswith(self.prefix):
+            typed = prefix[len(self.prefix) :]
+            return [t[len(typed) :] for t in self.texts if t.startswith(typed) and t != typed]
+        if self.prefix.startswith(prefix):
+            deleted = self.prefix[len(prefix) :]
+            if "\n" in deleted or "\r" in deleted:
+                return []
+            return [deleted + t for t in self.texts]
+        return []
+
+
+@dataclass
+class Served:
+    """How requests were answered, for the status command: tests and benchmarks read it."""
+
+    model: int = 0
+    typed_ahead: int = 0
+    debounced: int = 0
+
 
 @dataclass
 class _Flight:
@@ -57,6 +100,7 @@ class _DocumentState:
 
     newest: int = 0
     flight: _Flight | None = None
+    shown: deque[_Shown] = field(default_factory=lambda: deque(maxlen=SHOWN_PER_DOCUMENT))
 
 
 class CodeGeeX2Server(LanguageServer):
@@ -77,6 +121,7 @@ class CodeGeeX2Server(LanguageServer):
         self.initialized = False
         self._counter = 0
         self._tasks: set[asyncio.Future[None]] = set()
+        self.served = Served()
         self.client_log = ClientLogHandler(self)
         logging.getLogger("codegeex2_lsp").addHandler(self.client_log)
 
@@ -91,7 +136,12 @@ class CodeGeeX2Server(LanguageServer):
             log.error("%s: %s", source, error)
             self.notify_user(types.MessageType.Error, f"CodeGeeX2 setting ignored: {error}")
         reload = update.settings.load_key() != self.settings.load_key()
+        if update.settings != self.settings:
+            # Suggestions shown under other settings (multiline, the model) are not reused.
+            for state in self._documents.values():
+                state.shown.clear()
         self.settings = update.settings
+        self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
         if reload and self.initialized:
             self.start_loading()
 
@@ -115,6 +165,7 @@ class CodeGeeX2Server(LanguageServer):
     def start_loading(self) -> None:
         """Load the configured model in the background, reporting ``$/progress`` when possible."""
         spec = LoadSpec(self.settings.model, self.settings.device, self.settings.dtype)
+        self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
         self.spawn(self._load(spec))
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -205,10 +256,6 @@ class CodeGeeX2Server(LanguageServer):
         state = self._documents.setdefault(uri, _DocumentState())
         self._counter += 1
         number = state.newest = self._counter
-        if not invoked and self.settings.debounce_ms:
-            await asyncio.sleep(self.settings.debounce_ms / 1000)
-            if state.newest != number:
-                return []
         try:
             request = prepare(
                 document.source,
@@ -224,6 +271,14 @@ class CodeGeeX2Server(LanguageServer):
         except ValueError as error:
             log.info("no completion at %s:%s: %s", uri, position, error)
             return []
+        ahead = self._typed_ahead(state, request)
+        if ahead:
+            return ahead
+        if not invoked and self.settings.debounce_ms:
+            await asyncio.sleep(self.settings.debounce_ms / 1000)
+            if state.newest != number:
+                self.served.debounced += 1
+                return []
         flight = self._flight_for(uri, state, request)
         flight.numbers.add(number)
         flight.waiters += 1
@@ -241,6 +296,7 @@ class CodeGeeX2Server(LanguageServer):
                 state.flight = None
         if state.newest not in flight.numbers:
             return []
+        self.served.model += 1
         texts = [finish(request, generation.text) for generation in generations]
         for generation in generations:
             log.info(
@@ -253,7 +309,29 @@ class CodeGeeX2Server(LanguageServer):
                 1000 * (generation.prefill_seconds + generation.decode_seconds),
                 generation.finish_reason,
             )
-        return list(dict.fromkeys(text for text in texts if text))
+        distinct = list(dict.fromkeys(text for text in texts if text))
+        if distinct:
+            state.shown.append(
+                _Shown(request.prefix, request.suffix, tuple(distinct), request.candidates)
+            )
+        return distinct
+
+    def _typed_ahead(self, state: _DocumentState, request: CompletionRequest) -> list[str]:
+        """The rest of a suggestion the user is typing along, newest first; no model work.
+
+        An answer from here supersedes the model work in flight for the document, which
+        would only be thrown away.
+        """
+        for shown in reversed(state.shown):
+            if shown.candidates < request.candidates:
+                continue
+            ahead = shown.ahead(request.prefix, request.suffix)
+            if ahead:
+                if state.flight is not None:
+                    state.flight.ticket.cancel()
+                self.served.typed_ahead += 1
+                return list(dict.fromkeys(ahead))
+        return []
 
     def _flight_for(self, uri: str, state: _DocumentState, request: CompletionRequest) -> _Flight:
         """Join identical work already in flight, or submit new work superseding the old."""
@@ -280,6 +358,8 @@ class CodeGeeX2Server(LanguageServer):
         state = self._documents.pop(uri, None)
         if state is not None and state.flight is not None:
             state.flight.ticket.cancel()
+        if self.engine.model is not None:
+            self.engine.forget(uri)
 
     def status(self) -> dict[str, Any]:
         model = self.engine.model
@@ -288,7 +368,14 @@ class CodeGeeX2Server(LanguageServer):
             "description": self.engine.description,
             "settings": asdict(self.settings),
             "requests": asdict(self.engine.counters),
+            "served": asdict(self.served),
             "tokens": asdict(model.totals) if model is not None else None,
+            "decode": model.decode if model is not None else None,
+            "prefix_cache": (
+                {"documents": len(model.prefixes), "bytes": model.prefixes.nbytes}
+                if model is not None
+                else None
+            ),
         }
 
 

@@ -71,13 +71,15 @@ class Totals:
 
     ``reused`` counts prompt tokens whose KV came from the prefix cache instead of a prefill;
     ``generations`` counts calls of :meth:`LocalModel.generate`, so callers can prove that an
-    answer cost no model work.
+    answer cost no model work; ``seconds`` is the time spent in them, so a benchmark can tell
+    model time from the server's own.
     """
 
     prefilled: int = 0
     generated: int = 0
     reused: int = 0
     generations: int = 0
+    seconds: float = 0.0
 
 
 class Cancelled(Exception):
@@ -135,21 +137,25 @@ class PrefixCache:
     """KV caches of recent prompts, one per document, within a byte budget (LRU).
 
     Entries are taken out while a generation runs on them and put back afterwards, so a
-    generation that fails can never leave a half-updated entry behind.
+    generation that fails can never leave a half-updated entry behind. ``nbytes`` is a plain
+    number, recounted on every change, so other threads can read it while the model runs.
     """
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(entry.nbytes() for entry in self._entries.values())
+    def _recount(self) -> int:
+        self.nbytes = sum(entry.nbytes() for entry in self._entries.values())
+        return self.nbytes
 
     def take(self, key: str) -> _Entry:
-        return self._entries.pop(key, None) or _Entry()
+        entry = self._entries.pop(key, None) or _Entry()
+        self._recount()
+        return entry
 
     def put(self, key: str, entry: _Entry, budget: int) -> None:
         """Keep ``entry`` as the most recent; drop the least recent until all fit ``budget``.
@@ -163,10 +169,8 @@ class PrefixCache:
             size = entry.nbytes()
         self._entries[key] = entry
         self._entries.move_to_end(key)
-        total = sum(e.nbytes() for e in self._entries.values())
-        while total > budget and self._entries:
-            _, dropped = self._entries.popitem(last=False)
-            total -= dropped.nbytes()
+        while self._recount() > budget and self._entries:
+            self._entries.popitem(last=False)
 
     def forget(self, key: str | None = None) -> None:
         """Drop one document's entry, or every entry."""
@@ -174,6 +178,7 @@ class PrefixCache:
             self._entries.clear()
         else:
             self._entries.pop(key, None)
+        self._recount()
 
 
 class StaticDecoder:
@@ -315,6 +320,7 @@ class LocalModel:
         if not prompt_ids:
             raise ValueError("empty prompt")
         self.totals.generations += 1
+        started = time.perf_counter()
         if cache_bytes > 0:
             entry = self.prefixes.take(cache_key)
         else:
@@ -325,6 +331,7 @@ class LocalModel:
         finally:
             if cache_bytes > 0 and entry.cache is not None:
                 self.prefixes.put(cache_key, entry, cache_bytes)
+            self.totals.seconds += time.perf_counter() - started
 
     def _generate(
         self,

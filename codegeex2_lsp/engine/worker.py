@@ -27,11 +27,14 @@ from codegeex2_lsp.engine.checkpoint import (
     resolve_model_dir,
 )
 from codegeex2_lsp.engine.devices import DeviceError, Hardware, resolve
-from codegeex2_lsp.engine.local import Cancelled, LocalModel
+from codegeex2_lsp.engine.local import Cancelled, LocalModel, decode_mode
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+DECODE_KEY = "\0decode"
+"""The queue key of decode-path changes; no document has it."""
 
 Work = Callable[[LocalModel, Callable[[], bool]], T]
 """A unit of model work: it gets the model and a ``cancelled()`` probe to check every token."""
@@ -99,6 +102,7 @@ class Engine:
         self._loaded: LoadSpec | None = None
         self._state = "idle"
         self._closed = False
+        self._decode = ("off", 0)
         self.description = ""
         self.counters = Counters()
         self._thread = threading.Thread(target=self._loop, name="codegeex2-model", daemon=True)
@@ -124,6 +128,33 @@ class Engine:
             self._pending_load = (spec, listener or LoadListener())
             self._state = "loading"
             self._lock.notify()
+
+    def configure_decode(self, setting: str, context_tokens: int) -> None:
+        """Use the ``compile`` setting's decode path for a context of ``context_tokens``.
+
+        Applied on the worker thread: at the next load, or now if a model is loaded, queued
+        behind running work so that compiling never races a generation.
+        """
+        with self._lock:
+            changed = self._decode != (setting, context_tokens)
+            self._decode = (setting, context_tokens)
+        if changed and self.model is not None:
+            self.submit(DECODE_KEY, lambda model, cancelled: self._apply_decode(model))
+
+    def forget(self, key: str) -> None:
+        """Stop the work for document ``key`` and free the KV cache kept for it."""
+        self.submit(key, lambda model, cancelled: model.forget(key))
+
+    def _apply_decode(self, model: LocalModel) -> None:
+        with self._lock:
+            setting, context_tokens = self._decode
+        mode = decode_mode(setting, model.device)
+        try:
+            model.configure_decode(mode, context_tokens)
+        except Exception:
+            # A compiler that fails must not cost the user their completions.
+            log.exception("preparing %s decode failed; decoding without it", mode)
+            model.configure_decode("dynamic", context_tokens)
 
     def submit(self, key: str, work: Work[T]) -> Ticket[T]:
         """Queue ``work`` for the document ``key``, superseding earlier work for it."""
@@ -207,6 +238,9 @@ class Engine:
             self._finish_load("failed", None, None)
             listener.on_failed(failure.message, failure.hint)
             return
+        if decode_mode(self._decode[0], model.device) != "dynamic":
+            listener.on_progress("Compiling the decode step")
+        self._apply_decode(model)
         seconds = time.perf_counter() - started
         self.description = f"{description}, loaded in {seconds:.1f} s"
         log.info("model ready: %s", self.description)

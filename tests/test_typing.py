@@ -1,0 +1,183 @@
+"""Typing through the real server: typed-ahead without the model, bursts cost one completion."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+from codegeex2_lsp.engine.local import Cancelled, LocalModel, SamplingParams
+from codegeex2_lsp.engine.worker import Engine, LoadListener, LoadSpec
+from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
+
+pytestmark = pytest.mark.slow
+
+URI = "file:///project/app.py"
+SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
+LINE, COLUMN = 5, 8
+
+
+def flags(model_dir: Path, *extra: str) -> tuple[str, ...]:
+    return ("--model", str(model_dir), "--device", "cpu", "--debounce-ms", "0", *extra)
+
+
+def type_text(client: LanguageClient, version: int, line: int, column: int, text: str) -> None:
+    """Insert ``text`` at (line, column), as an editor reports a keystroke."""
+    here = types.Position(line=line, character=column)
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=here, end=here), text=text
+                )
+            ],
+        )
+    )
+
+
+def delete_back(client: LanguageClient, version: int, line: int, column: int, count: int) -> None:
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(
+                        start=types.Position(line=line, character=column - count),
+                        end=types.Position(line=line, character=column),
+                    ),
+                    text="",
+                )
+            ],
+        )
+    )
+
+
+async def test_typing_along_a_suggestion_is_answered_without_the_model(
+    tiny_model_dir: Path,
+) -> None:
+    source = SOURCE + "data = "
+    async with running_server(*flags(tiny_model_dir)) as client:
+        await wait_for_state(client, "ready")
+        open_document(client, URI, source)
+        column = COLUMN + len("data = ")
+        (suggestion,) = await inline(client, URI, LINE, column, invoked=False)
+        assert len(suggestion) >= 3
+        before = await status(client)
+
+        type_text(client, 2, LINE, column, suggestion[:2])
+        assert await inline(client, URI, LINE, column + 2, invoked=False) == [suggestion[2:]]
+        delete_back(client, 3, LINE, column + 2, 2)
+        assert await inline(client, URI, LINE, column, invoked=False) == [suggestion]
+        # Deleting past where the suggestion was shown puts the deleted text back in front.
+        delete_back(client, 4, LINE, column, 1)
+        assert await inline(client, URI, LINE, column - 1, invoked=False) == [
+            source[-1] + suggestion
+        ]
+
+        after = await status(client)
+        assert after["served"]["typed_ahead"] == 3
+        assert after["tokens"]["generations"] == before["tokens"]["generations"]
+
+        # A character the suggestion does not have goes to the model, which reuses the prompt.
+        type_text(client, 5, LINE, column - 1, source[-1] + ("Z" if suggestion[0] != "Z" else "Q"))
+        await inline(client, URI, LINE, column + 1, invoked=False)
+        changed = await status(client)
+        assert changed["tokens"]["generations"] == before["tokens"]["generations"] + 1
+        assert changed["tokens"]["prefilled"] - before["tokens"]["prefilled"] <= 4
+        assert changed["prefix_cache"]["documents"] == 1
+
+
+async def test_a_burst_of_keystrokes_costs_about_one_completion(tiny_model_dir: Path) -> None:
+    run = ("--max-new-tokens", "300", "--multiline", "always", "--candidates", "1")
+    async with running_server(*flags(tiny_model_dir, *run)) as client:
+        await wait_for_state(client, "ready")
+        open_document(client, URI, SOURCE)
+        await inline(client, URI, LINE, COLUMN, invoked=False)
+        one = await status(client)
+        completion = one["tokens"]["prefilled"] + one["tokens"]["generated"]
+
+        pending = []
+        for i, char in enumerate("value = compute(x)"):
+            type_text(client, 2 + i, LINE, 8 + i, char)
+            pending.append(asyncio.ensure_future(inline(client, URI, LINE, 9 + i, invoked=False)))
+        answers = await asyncio.gather(*pending)
+        assert all(answer == [] for answer in answers[:-1])
+
+        after = await status(client)
+        work = (after["tokens"]["prefilled"] + after["tokens"]["generated"]) - completion
+        assert work <= 2 * completion
+        requests = after["requests"]
+        assert requests["completed"] - one["requests"]["completed"] <= 2
+        assert requests["cancelled"] + requests["dropped"] >= len(answers) - 2
+
+
+async def test_automatic_requests_are_debounced_and_invoked_ones_are_not(
+    tiny_model_dir: Path,
+) -> None:
+    async with running_server(
+        "--model", str(tiny_model_dir), "--device", "cpu", "--debounce-ms", "300"
+    ) as client:
+        await wait_for_state(client, "ready")
+        open_document(client, URI, SOURCE)
+        first = asyncio.ensure_future(inline(client, URI, LINE, COLUMN, invoked=False))
+        await asyncio.sleep(0.05)
+        type_text(client, 2, LINE, 8, "x")
+        second = asyncio.ensure_future(inline(client, URI, LINE, 9, invoked=False))
+        assert await first == []
+        await second
+        current = await status(client)
+        assert current["served"]["debounced"] == 1
+        assert current["tokens"]["generations"] == 1
+        # An invoked request right after another is never held back, so never debounced away.
+        type_text(client, 3, LINE, 9, "y")
+        third = asyncio.ensure_future(inline(client, URI, LINE, 10, invoked=True))
+        await asyncio.sleep(0.05)
+        type_text(client, 4, LINE, 10, "z")
+        await inline(client, URI, LINE, 11, invoked=True)
+        await third
+        current = await status(client)
+        assert current["served"]["debounced"] == 1
+        assert current["tokens"]["generations"] >= 3
+
+
+def test_superseded_work_waiting_in_the_queue_is_never_prefilled(tiny_model_dir: Path) -> None:
+    engine = Engine()
+    ready = threading.Event()
+    engine.load(
+        LoadSpec(str(tiny_model_dir), "cpu", "float32"),
+        LoadListener(on_ready=lambda description: ready.set()),
+    )
+    assert ready.wait(60)
+    release = threading.Event()
+    prompts: list[int] = []
+
+    def block(model: LocalModel, cancelled: Callable[[], bool]) -> None:
+        release.wait(10)
+
+    def work(length: int) -> Callable[[LocalModel, Callable[[], bool]], int]:
+        def run(model: LocalModel, cancelled: Callable[[], bool]) -> int:
+            prompts.append(length)
+            ids = model.tokenizer.prompt_ids(SOURCE[:length])
+            params = SamplingParams(max_new_tokens=4)
+            return model.generate(ids, params, cancelled=cancelled).prefilled_tokens
+
+        return run
+
+    try:
+        engine.submit("other", block)
+        tickets = [engine.submit(URI, work(length)) for length in (30, 40, len(SOURCE))]
+        release.set()
+        assert tickets[-1].future.result(30) > 0
+        for older in tickets[:-1]:
+            with pytest.raises(Cancelled):
+                older.future.result(0)
+        assert prompts == [len(SOURCE)]
+        assert engine.counters.dropped == 2
+    finally:
+        engine.close()
