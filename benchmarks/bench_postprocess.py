@@ -125,6 +125,7 @@ def measure(
 
 
 def run(model: LocalModel, settings: Settings, every: int) -> dict[str, Tally]:
+    """Each position twice, early stop first: the raw run then starts from the same KV cache."""
     cache = LineTokenCache(model.tokenizer.encode)
     tallies: dict[str, Tally] = {}
     for path in sorted(CORPUS.iterdir()):
