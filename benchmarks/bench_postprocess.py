@@ -125,7 +125,11 @@ def measure(
 
 
 def run(model: LocalModel, settings: Settings, every: int) -> dict[str, Tally]:
-    """Each position twice, early stop first: the raw run then starts from the same KV cache."""
+    """Decode each position with and without the early stop.
+
+    Only decoded tokens are counted, so the second run reusing the first one's prompt cache
+    does not favour either side.
+    """
     cache = LineTokenCache(model.tokenizer.encode)
     tallies: dict[str, Tally] = {}
     for path in sorted(CORPUS.iterdir()):
