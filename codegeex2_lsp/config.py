@@ -26,6 +26,8 @@ class Settings:
     model: str = "THUDM/codegeex2-6b"
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str = "auto"
+    num_gpus: int = 1
     max_context_tokens: int = 2048
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -37,9 +39,9 @@ class Settings:
     prefix_cache_mb: int = 256
     compile: str = "auto"
 
-    def load_key(self) -> tuple[str, str, str]:
+    def load_key(self) -> tuple[str, str, str, str, int]:
         """What the loaded model depends on: a change here means a reload."""
-        return (self.model, self.device, self.dtype)
+        return (self.model, self.device, self.dtype, self.quantize, self.num_gpus)
 
     def prompt_budget(self) -> int:
         """Tokens left for the tag line and the code before the cursor.
@@ -155,6 +157,24 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Weight precision: auto picks what is correct and fast on the device.",
         _choice("auto", "bfloat16", "float16", "float32"),
         choices=("auto", "bfloat16", "float16", "float32"),
+    ),
+    SettingSpec(
+        "quantize",
+        "quantize",
+        "string",
+        "Weight-only quantization: auto picks int8 for large models on CPU and keeps full "
+        "precision on GPUs when it fits; int8 and int4 halve and quarter the weights' memory.",
+        _choice("auto", "none", "int8", "int4"),
+        choices=("auto", "none", "int8", "int4"),
+    ),
+    SettingSpec(
+        "numGpus",
+        "num_gpus",
+        "integer",
+        "CUDA GPUs to split the model's layers across, from the device's GPU on.",
+        _integer(1, 16),
+        minimum=1,
+        maximum=16,
     ),
     SettingSpec(
         "maxContextTokens",

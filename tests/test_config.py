@@ -23,6 +23,8 @@ def test_defaults_match_the_documented_ones() -> None:
         "model": "THUDM/codegeex2-6b",
         "device": "auto",
         "dtype": "auto",
+        "quantize": "auto",
+        "numGpus": 1,
         "maxContextTokens": 2048,
         "maxNewTokens": 64,
         "temperature": 0.0,
@@ -123,6 +125,8 @@ def test_prompt_budget_leaves_room_for_prefix_tokens_and_generation() -> None:
 def test_load_key_covers_model_device_dtype_only() -> None:
     assert Settings().load_key() == Settings(temperature=1.0, candidates=1).load_key()
     assert Settings().load_key() != Settings(dtype="float32").load_key()
+    assert Settings().load_key() != Settings(quantize="int4").load_key()
+    assert Settings().load_key() != Settings(num_gpus=2).load_key()
 
 
 @pytest.mark.parametrize(

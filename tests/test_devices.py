@@ -5,18 +5,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codegeex2_lsp.engine.devices import DeviceError, Hardware, resolve
+from codegeex2_lsp.engine.devices import DeviceError, Fits, Hardware, cpu_features, resolve
 
 CPU_ONLY = Hardware(cuda_count=0, cuda_bf16=(), mps=False)
 AMPERE = Hardware(cuda_count=1, cuda_bf16=(True,), mps=False)
 TURING_AND_AMPERE = Hardware(cuda_count=2, cuda_bf16=(False, True), mps=False)
 APPLE = Hardware(cuda_count=0, cuda_bf16=(), mps=True)
+SAPPHIRE_RAPIDS = Hardware(
+    cuda_count=0, cuda_bf16=(), mps=False, cpu_features=frozenset({"avx2", "amx_bf16"})
+)
+FOUR_AMPERES = Hardware(cuda_count=4, cuda_bf16=(True,) * 4, mps=False)
+SIX_B = 6_243_584_000
+
+
+def _fits_only(*allowed: str) -> Fits:
+    return lambda device, dtype, quantize: quantize in allowed
 
 
 @pytest.mark.parametrize(
     ("device", "dtype", "hardware", "expected_device", "expected_dtype"),
     [
         ("auto", "auto", CPU_ONLY, "cpu", torch.float32),
+        ("auto", "auto", SAPPHIRE_RAPIDS, "cpu", torch.bfloat16),
         ("auto", "auto", AMPERE, "cuda:0", torch.bfloat16),
         ("auto", "auto", TURING_AND_AMPERE, "cuda:0", torch.float16),
         ("cuda:1", "auto", TURING_AND_AMPERE, "cuda:1", torch.bfloat16),
@@ -55,3 +65,63 @@ def test_missing_devices_say_what_exists(device: str, hardware: Hardware, messag
 def test_detect_describes_this_machine() -> None:
     hardware = Hardware.detect()
     assert hardware.cuda_count == len(hardware.cuda_bf16)
+
+
+@pytest.mark.parametrize(
+    ("hardware", "parameters", "fits", "quantize", "dtype"),
+    [
+        # CPU: INT8 for big models (float32 activations for the dynamic kernel), float for tiny.
+        (CPU_ONLY, SIX_B, _fits_only("none", "int8", "int4"), "int8", torch.float32),
+        (CPU_ONLY, 10_000, _fits_only("none", "int8", "int4"), "none", torch.float32),
+        # GPUs keep full precision while it fits, then the largest precision that does.
+        (AMPERE, SIX_B, _fits_only("none", "int8", "int4"), "none", torch.bfloat16),
+        (AMPERE, SIX_B, _fits_only("int8", "int4"), "int8", torch.bfloat16),
+        (AMPERE, SIX_B, _fits_only("int4"), "int4", torch.bfloat16),
+        (APPLE, SIX_B, _fits_only("int4"), "int4", torch.float16),
+    ],
+)
+def test_auto_quantize(
+    hardware: Hardware, parameters: int, fits: Fits, quantize: str, dtype: torch.dtype
+) -> None:
+    placement = resolve("auto", "auto", hardware, quantize="auto", parameters=parameters, fits=fits)
+    assert (placement.quantize, placement.dtype) == (quantize, dtype)
+    assert quantize in placement.reason
+
+
+@pytest.mark.parametrize(
+    ("quantize", "fits", "dtype", "why"),
+    [
+        ("int8", _fits_only("int8"), torch.float32, "dynamic INT8"),
+        ("int4", _fits_only("int4"), torch.bfloat16, "INT4 kernel"),
+        ("none", _fits_only("none"), torch.float32, "fastest exact"),
+        ("none", _fits_only(), torch.bfloat16, "would not fit"),
+    ],
+)
+def test_cpu_dtype_follows_the_kernels_and_memory(
+    quantize: str, fits: Fits, dtype: torch.dtype, why: str
+) -> None:
+    placement = resolve("cpu", "auto", CPU_ONLY, quantize=quantize, fits=fits)
+    assert placement.dtype == dtype
+    assert why in placement.reason
+    assert why in placement.describe()
+
+
+def test_num_gpus_picks_consecutive_gpus() -> None:
+    placement = resolve("cuda:1", "auto", FOUR_AMPERES, num_gpus=3)
+    assert placement.devices == tuple(torch.device("cuda", i) for i in (1, 2, 3))
+    with pytest.raises(DeviceError, match="needs 5 GPUs; found 4"):
+        resolve("cuda:1", "auto", FOUR_AMPERES, num_gpus=4)
+    with pytest.raises(DeviceError, match="needs CUDA"):
+        resolve("cpu", "auto", FOUR_AMPERES, num_gpus=2)
+
+
+def test_cpu_features_are_known_flags() -> None:
+    assert cpu_features() <= {
+        "avx2",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_vnni",
+        "amx_bf16",
+        "amx_int8",
+        "neon",
+    }

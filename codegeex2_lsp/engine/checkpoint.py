@@ -163,7 +163,13 @@ def _download(repo_id: str, progress: Callable[[str], None] | None) -> Path:
     if progress is not None:
         progress(f"Fetching {repo_id}")
     try:
-        path = Path(snapshot_download(repo_id, allow_patterns=_hub_patterns(repo_id)))
+        path = Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=_hub_patterns(repo_id),
+                tqdm_class=_progress_bar(repo_id, progress) if progress is not None else None,
+            )
+        )
     except GatedRepoError as exc:
         raise ModelLoadError(
             f"access to {repo_id} is restricted",
@@ -190,6 +196,37 @@ def _download(repo_id: str, progress: Callable[[str], None] | None) -> Path:
     if progress is not None:
         progress(f"Fetched {repo_id}")
     return path
+
+
+def _progress_bar(repo_id: str, progress: Callable[[str], None]) -> type[Any]:
+    """A tqdm class for the hub's download bars that reports to ``progress`` instead of a
+    terminal, at most once a second, as "Downloading REPO: 1.2 of 12.5 GB (10%)"."""
+    import io
+    import time
+
+    from tqdm.auto import tqdm
+
+    class Reporter(tqdm):  # type: ignore[misc]
+        _last = 0.0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            kwargs["file"] = io.StringIO()
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+
+        def display(self, *args: Any, **kwargs: Any) -> None:
+            now = time.monotonic()
+            if self.unit != "B" or not self.total or now - Reporter._last < 1.0:
+                return
+            Reporter._last = now
+            done, total = self.n / 1e9, self.total / 1e9
+            progress(
+                f"Downloading {repo_id}: {done:.1f} of {total:.1f} GB "
+                f"({int(100 * self.n / self.total)}%)"
+            )
+
+    return Reporter
 
 
 def _hub_patterns(repo_id: str) -> list[str]:
@@ -328,7 +365,7 @@ def glm_tensors(
     yield name, tensor
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
+def weight_files(model_dir: Path) -> list[Path]:
     """The weight files of a checkpoint, in load order: an index's shards, or a single file."""
     for index_name in (SAFETENSORS_INDEX, BIN_INDEX):
         index = model_dir / index_name
@@ -357,7 +394,7 @@ def _weight_files(model_dir: Path) -> list[Path]:
     )
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """One weight file, memory-mapped so only what is used gets paged in."""
     try:
         if path.suffix == ".safetensors":
@@ -471,10 +508,10 @@ def load_model(
     loaded: set[str] = set()
     unexpected: list[str] = []
     pending: dict[str, dict[str, torch.Tensor]] = {}
-    for path in _weight_files(model_dir):
+    for path in weight_files(model_dir):
         logger.debug("loading %s", path.name)
         assigned: dict[str, torch.Tensor] = {}
-        for upstream_name, upstream in _read_weights(path).items():
+        for upstream_name, upstream in read_weights(path).items():
             for name, tensor in glm_tensors(upstream_name, upstream, config):
                 module, _, suffix = name.rpartition(".")
                 target = tensor_device(name, devices)

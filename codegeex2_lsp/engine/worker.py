@@ -24,10 +24,13 @@ from codegeex2_lsp.engine.checkpoint import (
     ModelLoadError,
     load_model,
     load_tokenizer,
+    read_config,
     resolve_model_dir,
+    stored_quantization,
 )
-from codegeex2_lsp.engine.devices import DeviceError, Hardware, resolve
+from codegeex2_lsp.engine.devices import DeviceError, Hardware
 from codegeex2_lsp.engine.local import Cancelled, LocalModel, decode_mode
+from codegeex2_lsp.engine.memory import MemoryShortage, plan_load
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class LoadSpec:
     model: str
     device: str
     dtype: str
+    quantize: str = "auto"
+    num_gpus: int = 1
 
 
 @dataclass
@@ -266,30 +271,64 @@ class Engine:
 
 
 def load_local(
-    spec: LoadSpec, progress: Callable[[str], None] = lambda message: None
+    spec: LoadSpec, progress: Callable[[str], None] | None = None
 ) -> tuple[LocalModel, str]:
-    """Load the model ``spec`` names, turning every failure into a :class:`LoadFailure`."""
+    """Load the model ``spec`` names, turning every failure into a :class:`LoadFailure`.
+
+    Memory is checked before any weight is read, so a model that cannot fit is refused with the
+    numbers and the setting that would fit. Without ``progress`` a download shows the hub's own
+    progress bars (the command line); with it, download progress goes to ``progress``.
+    """
+    report = progress or (lambda message: None)
     try:
-        placement = resolve(spec.device, spec.dtype, Hardware.detect())
-        progress(f"Finding {spec.model}")
+        hardware = Hardware.detect()
+        report(f"Finding {spec.model}")
         directory = resolve_model_dir(spec.model, progress=progress)
-        progress("Reading the tokenizer")
+        chatglm = read_config(directory)
+        stored = stored_quantization(chatglm)
+        plan = plan_load(
+            chatglm,
+            device=spec.device,
+            dtype=spec.dtype,
+            quantize=spec.quantize,
+            num_gpus=spec.num_gpus,
+            hardware=hardware,
+            stored_bits=stored.bits if stored else 0,
+        )
+        placement = plan.placement
+        report("Reading the tokenizer")
         tokenizer = load_tokenizer(directory)
-        progress(f"Loading weights on {placement.device} ({placement.reason})")
-        model = load_model(directory, device=placement.device, dtype=placement.dtype)
+        report(f"Loading weights on {placement.describe()}")
+        model = load_model(
+            directory,
+            device=placement.device,
+            dtype=placement.dtype,
+            quantize=placement.quantize,
+            layer_devices=plan.layer_devices,
+        )
     except ModelLoadError as error:
         raise LoadFailure(error.message, error.hint) from error
     except DeviceError as error:
-        raise LoadFailure(str(error), "set codegeex2.device to 'auto' or 'cpu'") from error
+        raise LoadFailure(
+            str(error), "set codegeex2.device to 'auto' or 'cpu' and codegeex2.numGpus to 1"
+        ) from error
+    except MemoryShortage as error:
+        raise LoadFailure(
+            f"not enough memory for {spec.model}: {error}",
+            "change the setting named, or close other programs",
+        ) from error
     except (MemoryError, torch.OutOfMemoryError) as error:
         raise LoadFailure(
             f"not enough memory to load {spec.model} on {spec.device}",
-            "close other programs, or set codegeex2.device to 'cpu'",
+            "close other programs, or set codegeex2.quantize to int8 or int4",
         ) from error
     except Exception as error:
         raise LoadFailure(
             f"loading {spec.model} failed: {error}",
-            "check codegeex2.model, codegeex2.device and codegeex2.dtype; the log has details",
+            "check codegeex2.model, codegeex2.device, codegeex2.dtype and codegeex2.quantize; "
+            "the log has details",
         ) from error
-    dtype = str(placement.dtype).removeprefix("torch.")
-    return LocalModel(model, tokenizer), f"{spec.model} on {placement.device}, {dtype}"
+    description = f"{spec.model} on {placement.describe()}"
+    if plan.note != "fits":
+        description += f"; {plan.note}"
+    return LocalModel(model, tokenizer), description
