@@ -16,7 +16,7 @@ from codegeex2_lsp.config import Settings, add_arguments, from_arguments
 
 log = logging.getLogger("codegeex2_lsp")
 
-COMMANDS = ("complete", "make-tiny-model")
+COMMANDS = ("complete", "make-tiny-model", "convert", "doctor")
 
 DESCRIPTION = """\
 AI code completion from CodeGeeX2-6B for every LSP editor.
@@ -24,6 +24,8 @@ AI code completion from CodeGeeX2-6B for every LSP editor.
 Without a command it serves LSP over stdio (or TCP with --tcp). Commands:
   complete FILE --line L --character C   print the completion at a position
   make-tiny-model DIR                    write a tiny random checkpoint for trying things out
+  convert SRC DST [--quantize int8|int4] rewrite a checkpoint as fast-loading safetensors
+  doctor                                 check this machine and the settings before loading
 Run `codegeex2-lsp COMMAND --help` for a command's options.
 """
 
@@ -35,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return complete_command(args[1:])
     if args and args[0] == "make-tiny-model":
         return make_tiny_model_command(args[1:])
+    if args and args[0] == "convert":
+        return convert_command(args[1:])
+    if args and args[0] == "doctor":
+        return doctor_command(args[1:])
     return serve_command(args)
 
 
@@ -130,7 +136,15 @@ def complete_command(argv: Sequence[str]) -> int:
         print(f"codegeex2-lsp: cannot read {args.file}: {error}", file=sys.stderr)
         return 2
     try:
-        model, description = load_local(LoadSpec(settings.model, settings.device, settings.dtype))
+        model, description = load_local(
+            LoadSpec(
+                settings.model,
+                settings.device,
+                settings.dtype,
+                settings.quantize,
+                settings.num_gpus,
+            )
+        )
     except LoadFailure as failure:
         print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
         return 1
@@ -190,3 +204,60 @@ def make_tiny_model_command(argv: Sequence[str]) -> int:
     )
     print(path)
     return 0
+
+
+def convert_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp convert",
+        description=(
+            "Rewrite a ChatGLM2/CodeGeeX2 checkpoint (directory or hub id) as safetensors in the "
+            "layout the server loads directly, optionally with INT8/INT4 weights already made."
+        ),
+    )
+    parser.add_argument("source", help="checkpoint directory or hub id")
+    parser.add_argument("destination", type=Path, help="new directory to write")
+    parser.add_argument(
+        "--quantize", choices=("none", "int8", "int4"), default="none", help="default: none"
+    )
+    args = parser.parse_args(argv)
+
+    from codegeex2_lsp.engine.checkpoint import ModelLoadError
+    from codegeex2_lsp.engine.convert import convert
+
+    try:
+        result = convert(
+            args.source,
+            args.destination,
+            quantize=args.quantize,
+            progress=lambda message: print(message, file=sys.stderr),
+        )
+    except ModelLoadError as error:
+        print(f"codegeex2-lsp: {error.message}. {error.hint}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {result.directory}: {result.tensors} tensors, {result.bytes / 1e9:.2f} GB, "
+        f"quantization {result.quantize}"
+    )
+    return 0
+
+
+def doctor_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp doctor",
+        description=(
+            "Print versions, the devices found, what the settings resolve to and why, and the "
+            "memory the model needs against what is free. Exits 1 when it cannot work."
+        ),
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = _settings(parser, args)
+
+    from codegeex2_lsp.engine.doctor import diagnose
+
+    diagnosis = diagnose(settings)
+    for line in diagnosis.lines:
+        print(line)
+    for problem in diagnosis.problems:
+        print(f"problem: {problem}")
+    return 0 if diagnosis.ok else 1

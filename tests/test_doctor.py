@@ -1,0 +1,89 @@
+"""``doctor``: the report on this machine and the settings, with the facts injected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codegeex2_lsp.cli import main
+from codegeex2_lsp.config import Settings
+from codegeex2_lsp.engine.devices import Hardware
+from codegeex2_lsp.engine.doctor import diagnose, find_model_config
+from codegeex2_lsp.engine.memory import GB
+
+AVX2_LAPTOP = Hardware(cuda_count=0, cuda_bf16=(), mps=False, cpu_features=frozenset({"avx2"}))
+RTX = Hardware(
+    cuda_count=1,
+    cuda_bf16=(True,),
+    mps=False,
+    cuda_names=("NVIDIA GeForce RTX 3090",),
+    cuda_memory=(24 * 10**9,),
+)
+
+
+def _not_downloaded(model: str) -> tuple[dict[str, Any] | None, str]:
+    return None, "not downloaded yet"
+
+
+def _free(gigabytes: float) -> Any:
+    return lambda device: int(gigabytes * GB)
+
+
+def test_reports_versions_devices_resolution_and_memory() -> None:
+    report = diagnose(Settings(), hardware=RTX, free=_free(20), find_config=_not_downloaded)
+    text = "\n".join(report.lines)
+    assert report.ok
+    for expected in ("python ", "torch ", "transformers ", "pygls ", "RTX 3090, 24.0 GB, bf16"):
+        assert expected in text
+    assert "resolves to: cuda:0, bfloat16 (bfloat16: the GPU supports it; none: full" in text
+    assert "needs 13.1 GB (assuming the published CodeGeeX2-6B shape)" in text
+    assert "20.0 GB free" in text
+
+
+def test_names_the_cpu_kernel_when_quantized() -> None:
+    report = diagnose(
+        Settings(quantize="int8"), hardware=AVX2_LAPTOP, free=_free(16), find_config=_not_downloaded
+    )
+    text = "\n".join(report.lines)
+    assert "CPU: " in text and "avx2" in text
+    assert "INT8 kernel: dynamic" in text
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        (Settings(quantize="none", dtype="float32", device="cpu"), "try dtype=bfloat16"),
+        (Settings(device="cuda"), "no CUDA GPU"),
+        (Settings(num_gpus=2), "needs CUDA GPUs"),
+    ],
+)
+def test_configurations_that_cannot_work(settings: Settings, problem: str) -> None:
+    report = diagnose(settings, hardware=AVX2_LAPTOP, free=_free(16), find_config=_not_downloaded)
+    assert not report.ok
+    assert problem in report.problems[0]
+
+
+def test_reads_a_local_model(tiny_model_dir: Path) -> None:
+    config, where = find_model_config(str(tiny_model_dir))
+    assert config is not None and where == "local directory"
+    report = diagnose(Settings(model=str(tiny_model_dir)), hardware=AVX2_LAPTOP, free=_free(16))
+    text = "\n".join(report.lines)
+    assert "(local directory)" in text and "assuming" not in text
+    # A tiny model stays in float32: INT8 is for large models on CPU.
+    assert "cpu, float32" in text
+
+
+def test_not_downloaded_hub_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    config, where = find_model_config("THUDM/codegeex2-6b")
+    assert config is None and "not downloaded" in where
+
+
+def test_command_exit_status(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--model", str(tiny_model_dir), "--device", "cpu"]) == 0
+    assert "resolves to: cpu" in capsys.readouterr().out
+    assert main(["doctor", "--model", str(tiny_model_dir), "--num-gpus", "2"]) == 1
+    assert "problem: numGpus 2 needs CUDA GPUs" in capsys.readouterr().out
