@@ -1,0 +1,111 @@
+"""Load time of the upstream ``.bin`` layout against ``codegeex2-lsp convert`` output.
+
+Writes a checkpoint with the full CodeGeeX2-6B width (hidden 4096, ffn 13696, vocab 65024) and
+``--layers`` layers in the upstream bf16 ``.bin`` layout, converts it (full precision, INT8,
+INT4), and loads each in a fresh process, twice, reporting the second (warm file cache) time,
+one JSON line per case. Loads of the upstream files with ``quantize`` set include quantizing.
+
+    python benchmarks/bench_load.py --layers 4 --workdir /tmp/load-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from codegeex2_lsp.engine.checkpoint import load_model
+from codegeex2_lsp.engine.convert import convert
+from codegeex2_lsp.testing import write_tiny_model
+
+# (source directory name, quantize setting, dtype)
+CASES = [
+    ("upstream", "none", "bfloat16"),
+    ("converted-none", "none", "bfloat16"),
+    ("upstream", "int8", "float32"),
+    ("converted-int8", "none", "float32"),
+    ("upstream", "int4", "bfloat16"),
+    ("converted-int4", "none", "bfloat16"),
+]
+
+
+def timed_load(directory: Path, quantize: str, dtype: str) -> float:
+    started = time.perf_counter()
+    load_model(
+        directory, device=torch.device("cpu"), dtype=getattr(torch, dtype), quantize=quantize
+    )
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        directory, quantize, dtype = args.one
+        print(json.dumps({"seconds": round(timed_load(Path(directory), quantize, dtype), 2)}))
+        return 0
+    upstream = args.workdir / "upstream"
+    if not upstream.exists():
+        write_tiny_model(
+            upstream,
+            num_layers=args.layers,
+            hidden_size=4096,
+            ffn_hidden_size=13696,
+            num_attention_heads=32,
+            multi_query_group_num=2,
+            kv_channels=128,
+            padded_vocab_size=65024,
+            dtype=torch.bfloat16,
+            shards=max(1, args.layers // 2),
+        )
+    for quantize in ("none", "int8", "int4"):
+        target = args.workdir / f"converted-{quantize}"
+        if not target.exists():
+            started = time.perf_counter()
+            convert(str(upstream), target, quantize=quantize)
+            seconds = round(time.perf_counter() - started, 1)
+            print(json.dumps({"convert": quantize, "layers": args.layers, "seconds": seconds}))
+    for name, quantize, dtype in CASES:
+        command = [
+            sys.executable,
+            __file__,
+            "--workdir",
+            str(args.workdir),
+            "--one",
+            str(args.workdir / name),
+            quantize,
+            dtype,
+        ]
+        runs = [
+            subprocess.run(command, check=True, capture_output=True, text=True) for _ in range(2)
+        ]
+        seconds = json.loads(runs[-1].stdout)["seconds"]
+        size = sum(p.stat().st_size for p in (args.workdir / name).iterdir())
+        print(
+            json.dumps(
+                {
+                    "source": name,
+                    "quantize": quantize,
+                    "dtype": dtype,
+                    "layers": args.layers,
+                    "files_gb": round(size / 1e9, 2),
+                    "load_s": seconds,
+                }
+            ),
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
