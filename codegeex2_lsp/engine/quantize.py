@@ -40,6 +40,8 @@ INT4_GROUP_SIZE = 128
 
 _INT4_KERNEL_GROUPS = (32, 64, 128, 256)
 
+_PACK_ROWS = 4096
+
 
 def bits_of(quantize: str) -> int:
     """8 or 4 for ``int8``/``int4``; 0 for ``none``."""
@@ -189,10 +191,19 @@ class Int4PackKernel(Kernel):
             scale = scale.repeat_interleave(group // fitting[-1], dim=1)
             group = fitting[-1]
         self.group_size = group
-        unsigned = (q.to(torch.int32) + 8).contiguous()
         if q.device.type == "cpu":
-            packed = torch._convert_weight_to_int4pack_for_cpu(unsigned, 1)
+            # Row blocks pack independently; converting a block at a time keeps the int32
+            # intermediate small (the 6B output layer would need a gigabyte for it at once).
+            packed = torch.cat(
+                [
+                    torch._convert_weight_to_int4pack_for_cpu(
+                        (block.to(torch.int32) + 8).contiguous(), 1
+                    )
+                    for block in q.split(_PACK_ROWS)
+                ]
+            )
         else:
+            unsigned = q.to(torch.int32) + 8
             nibbles = ((unsigned[:, 0::2] << 4) | unsigned[:, 1::2]).to(torch.uint8)
             packed = torch._convert_weight_to_int4pack(nibbles.contiguous(), 8)
         self.register_buffer("packed", packed)
