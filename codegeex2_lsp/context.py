@@ -12,6 +12,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 Encode = Callable[[str], list[int]]
@@ -48,6 +49,7 @@ class LineTokenCache:
         self.encode = encode
         self._max_entries = max_entries
         self._ids: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._walked: tuple[str, int, list[tuple[int, tuple[int, ...]]]] = ("", -1, [])
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -62,6 +64,27 @@ class LineTokenCache:
         if len(self._ids) > self._max_entries:
             self._ids.popitem(last=False)
         return ids
+
+    def lines_from_end(self, text: str, limit: int) -> list[tuple[int, tuple[int, ...]]]:
+        """(start, ids) of the lines of ``text``, last first, until they pass ``limit`` tokens.
+
+        ``text`` is whole lines (empty, or ending in ``"\n"``). While the user types on one
+        line, the text above it does not change: the last walk is kept and returned as it is,
+        so a keystroke costs no work per line of context.
+        """
+        walked_text, walked_limit, walked = self._walked
+        if limit <= walked_limit and text == walked_text:
+            return walked
+        lines: list[tuple[int, tuple[int, ...]]] = []
+        used = 0
+        for start, end in _lines_from_end(text):
+            ids = self.encode_line(text[start:end])
+            lines.append((start, ids))
+            used += len(ids)
+            if used > limit:
+                break
+        self._walked = (text, limit, lines)
+        return lines
 
 
 def _lines_from_end(text: str) -> Iterator[tuple[int, int]]:
@@ -158,15 +181,20 @@ def build_prompt(
 
     kept: list[tuple[int, tuple[int, ...]]] = []
     used = 0
-    for start, end in _lines_from_end(prefix):
-        line = prefix[start:end]
+    tail_start = prefix.rfind("\n") + 1
+    if tail_start < len(prefix):
         # The unfinished last line changes with every keystroke: caching it would only churn
         # the cache.
-        ids = cache.encode_line(line) if line.endswith("\n") else tuple(cache.encode(line))
-        if used + len(ids) > remaining:
-            break
-        kept.append((start, ids))
-        used += len(ids)
+        ids = tuple(cache.encode(prefix[tail_start:]))
+        if len(ids) <= remaining:
+            kept.append((tail_start, ids))
+            used = len(ids)
+    if len(kept) == (1 if tail_start < len(prefix) else 0):
+        for start, ids in cache.lines_from_end(prefix[:tail_start], remaining):
+            if used + len(ids) > remaining:
+                break
+            kept.append((start, ids))
+            used += len(ids)
 
     if len(kept) == line_count:
         return Prompt(
@@ -199,7 +227,7 @@ def build_prompt(
 
 def _concat(kept: list[tuple[int, tuple[int, ...]]]) -> tuple[int, ...]:
     """Ids of the kept lines in document order (``kept`` runs from the last line up)."""
-    return tuple(token for _, ids in reversed(kept) for token in ids)
+    return tuple(chain.from_iterable(ids for _, ids in reversed(kept)))
 
 
 def _units(char: str, encoding: PositionEncoding) -> int:

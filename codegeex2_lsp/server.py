@@ -299,7 +299,8 @@ class CodeGeeX2Server(LanguageServer):
         self.served.model += 1
         texts = [finish(request, generation.text) for generation in generations]
         for generation in generations:
-            log.info(
+            # Debug, not info: info goes to the editor's log panel, once per keystroke.
+            log.debug(
                 "%s: %d prompt tokens (%d reused, %d prefilled), %d generated in %.0f ms (%s)",
                 uri,
                 generation.prompt_tokens,

@@ -11,6 +11,7 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
+from codegeex2_lsp.context import LineTokenCache, build_prompt
 from codegeex2_lsp.engine.local import Cancelled, LocalModel, SamplingParams
 from codegeex2_lsp.engine.worker import Engine, LoadListener, LoadSpec
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 URI = "file:///project/app.py"
 SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 LINE, COLUMN = 5, 8
+TAG = "# language: Python"
 
 
 def flags(model_dir: Path, *extra: str) -> tuple[str, ...]:
@@ -181,3 +183,26 @@ def test_superseded_work_waiting_in_the_queue_is_never_prefilled(tiny_model_dir:
         assert engine.counters.dropped == 2
     finally:
         engine.close()
+
+
+def test_a_keystroke_encodes_only_the_line_being_typed() -> None:
+    calls: list[str] = []
+
+    def encode(text: str) -> list[int]:
+        calls.append(text)
+        return [ord(char) for char in text]
+
+    cache = LineTokenCache(encode)
+    above = "".join(f"line_{i} = {i}\n" for i in range(400))
+    build_prompt(above + "x = ", tag_line=TAG, cache=cache, budget=2000)
+    calls.clear()
+    typed = build_prompt(above + "x = 1", tag_line=TAG, cache=cache, budget=2000)
+    assert calls == ["x = 1"]
+    assert typed == build_prompt(
+        above + "x = 1", tag_line=TAG, cache=LineTokenCache(encode), budget=2000
+    )
+    # A new line above invalidates the kept walk; the result is still the same as fresh.
+    edited = "# header\n" + above + "x = 1"
+    assert build_prompt(edited, tag_line=TAG, cache=cache, budget=2000) == build_prompt(
+        edited, tag_line=TAG, cache=LineTokenCache(encode), budget=2000
+    )

@@ -249,6 +249,10 @@ class Engine:
         seconds = time.perf_counter() - started
         self.description = f"{description}, loaded in {seconds:.1f} s"
         log.info("model ready: %s", self.description)
+        # The model and the libraries make millions of long-lived objects; a full collection
+        # walking them all would stall a keystroke's answer. Frozen, they are never walked.
+        gc.collect()
+        gc.freeze()
         self._finish_load("ready", model, spec)
         listener.on_ready(self.description)
 
@@ -265,6 +269,7 @@ class Engine:
         with self._lock:
             self._model = None
             self._loaded = None
+        gc.unfreeze()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

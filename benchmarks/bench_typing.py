@@ -1,0 +1,319 @@
+"""The interactive loop as an editor drives it: type a line at the end of a real file.
+
+Starts the real server over stdio, opens a real source file of about 2,000 tokens, then
+types a line of code one character at a time at its end, asking for an inline completion
+after every keystroke, and prints one JSON line per scenario:
+
+- ``typing``: each keystroke waits for the previous answer (a steady typist on a fast
+  model). Per-keystroke latency p50/p95/max, the cold first request, tokens prefilled and
+  generated per keystroke, the share of prompt tokens served from the prefix cache, the share
+  of keystrokes answered typed-ahead, and the server's own overhead (round trip minus the
+  model's time, from the status command).
+- ``burst``: keystrokes come every ``--burst-interval-ms``, faster than the answers; the model
+  work the whole burst cost, in tokens and seconds, against one completion's.
+
+Each scenario runs with prefix reuse on (the default budget) and off (``prefixCacheMb`` 0),
+the baseline, in the same run. Models: the tiny test checkpoint and a mid-size one written
+by the same writer with larger dimensions, so that prefill dominates on CPU; ``--model DIR``
+adds another (the full-size architecture with random weights on a GPU, say).
+
+    python benchmarks/bench_typing.py [--models tiny,mid] [--model DIR --device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import queue
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.testing import write_tiny_model
+from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
+
+URI = "file:///bench/queue.py"
+SOURCE_FILE = Path(queue.__file__)
+"""A real source file that does not change under the benchmark: the standard library's."""
+TYPED_LINE = "    def put_many(self, items, block=True, timeout=None):"
+FILE_TOKENS = 2000
+
+MID_SIZE = {
+    "num_layers": 8,
+    "hidden_size": 1024,
+    "ffn_hidden_size": 2816,
+    "num_attention_heads": 16,
+    "multi_query_group_num": 2,
+    "kv_channels": 64,
+}
+"""About 100M parameters: a cold 2,000-token prefill takes seconds on one or two CPU cores."""
+
+
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def load() -> float:
+    """The one-minute load average: other work on the machine slows every number here."""
+    return round(os.getloadavg()[0], 2)
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def source_of_tokens(tokenizer: ChatGLM2Tokenizer, tokens: int) -> str:
+    """The source file's start, cut before the method of a class nearest to ``tokens`` tokens.
+
+    The typed line then starts the next method.
+    """
+    lines = SOURCE_FILE.read_text(encoding="utf-8").splitlines(keepends=True)
+    cuts: list[tuple[int, int]] = []
+    count = 0
+    for index, line in enumerate(lines):
+        if line.startswith("    def "):
+            cuts.append((abs(count - tokens), index))
+        count += len(tokenizer.encode(line))
+    _, cut = min(cuts)
+    return "".join(lines[:cut]).rstrip("\n") + "\n\n"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(statistics.median(values), 2),
+        "p95": round(percentile(values, 0.95), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def work(current: dict[str, Any]) -> dict[str, float]:
+    tokens = current["tokens"]
+    return {
+        "prefilled": tokens["prefilled"],
+        "generated": tokens["generated"],
+        "reused": tokens["reused"],
+        "generations": tokens["generations"],
+        "seconds": tokens["seconds"],
+        "typed_ahead": current["served"]["typed_ahead"],
+    }
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in after}
+
+
+class Typist:
+    """One document in one server: types at its end and asks for completions."""
+
+    def __init__(self, client: LanguageClient, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.version = 1
+        self.line = source.count("\n")
+        self.column = 0
+        open_document(client, URI, source)
+
+    def type(self, char: str) -> None:
+        here = types.Position(line=self.line, character=self.column)
+        self.version += 1
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=self.version),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(start=here, end=here), text=char
+                    )
+                ],
+            )
+        )
+        self.column += 1
+
+    async def ask(self) -> list[str]:
+        return await inline(self.client, URI, self.line, self.column, invoked=False)
+
+
+async def typing(client: LanguageClient, source: str, line: str) -> dict[str, Any]:
+    typist = Typist(client, source)
+    before = work(await status(client))
+    started = time.perf_counter()
+    await typist.ask()
+    cold_ms = 1000 * (time.perf_counter() - started)
+    cold = delta(work(await status(client)), before)
+
+    latencies: list[float] = []
+    overheads: list[float] = []
+    steps: list[dict[str, float]] = []
+    for char in line:
+        typist.type(char)
+        before = work(await status(client))
+        started = time.perf_counter()
+        await typist.ask()
+        latency = 1000 * (time.perf_counter() - started)
+        step = delta(work(await status(client)), before)
+        latencies.append(latency)
+        overheads.append(latency - 1000 * step["seconds"])
+        steps.append(step)
+
+    # The JSON-RPC floor: a request the server answers at once, without the model.
+    floor: list[float] = []
+    for _ in range(50):
+        started = time.perf_counter()
+        await status(client)
+        floor.append(1000 * (time.perf_counter() - started))
+
+    prefilled = sum(s["prefilled"] for s in steps)
+    reused = sum(s["reused"] for s in steps)
+    return {
+        "keystrokes": len(line),
+        "cold_ms": round(cold_ms, 1),
+        "cold_prefilled": cold["prefilled"],
+        "cold_generated": cold["generated"],
+        "latency_ms": summary(latencies),
+        "latency_over_cold": round(statistics.median(latencies) / cold_ms, 3),
+        "prefilled_per_keystroke": summary([s["prefilled"] for s in steps]),
+        "prefilled_over_cold": round(
+            statistics.median(s["prefilled"] for s in steps) / cold["prefilled"], 4
+        ),
+        "generated_per_keystroke": summary([s["generated"] for s in steps]),
+        "model_calls": sum(s["generations"] for s in steps),
+        "cache_hit_share": round(reused / (reused + prefilled), 4) if reused + prefilled else 0,
+        "typed_ahead_share": round(sum(s["typed_ahead"] for s in steps) / len(steps), 3),
+        "overhead_ms": summary(overheads),
+        "status_round_trip_ms": summary(floor),
+        "model_ms_per_keystroke": summary([1000 * s["seconds"] for s in steps]),
+    }
+
+
+async def burst(
+    client: LanguageClient, source: str, line: str, interval_ms: float
+) -> dict[str, Any]:
+    typist = Typist(client, source)
+    before = work(await status(client))
+    await typist.ask()
+    one = delta(work(await status(client)), before)
+
+    before = work(await status(client))
+    started = time.perf_counter()
+    pending = []
+    for char in line:
+        typist.type(char)
+        pending.append(asyncio.ensure_future(typist.ask()))
+        await asyncio.sleep(interval_ms / 1000)
+    answers = await asyncio.gather(*pending)
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    spent = delta(work(await status(client)), before)
+    # Once more at the end, alone: what one keystroke costs on a settled cache. The character
+    # is not the suggestion's next one, so it goes to the model.
+    shown = answers[-1][0] if answers[-1] else ""
+    typist.type("@" if shown.startswith("#") else "#")
+    before = work(await status(client))
+    await typist.ask()
+    last = delta(work(await status(client)), before)
+    completion_tokens = last["prefilled"] + last["generated"]
+    return {
+        "keystrokes": len(line),
+        "interval_ms": interval_ms,
+        "burst_ms": round(elapsed_ms, 1),
+        "answered": sum(1 for answer in answers if answer),
+        "model_calls": spent["generations"],
+        "prefilled": spent["prefilled"],
+        "generated": spent["generated"],
+        "model_s": round(spent["seconds"], 3),
+        "cold_completion_tokens": one["prefilled"] + one["generated"],
+        "completion_tokens": completion_tokens,
+        "completions_worth_tokens": round(
+            (spent["prefilled"] + spent["generated"]) / max(1, completion_tokens), 2
+        ),
+        "completions_worth_seconds": round(spent["seconds"] / max(1e-9, last["seconds"]), 2),
+    }
+
+
+async def run_model(name: str, model: Path, args: argparse.Namespace) -> None:
+    tokenizer = ChatGLM2Tokenizer(model / "tokenizer.model")
+    source = source_of_tokens(tokenizer, FILE_TOKENS)
+    base = [
+        "--model", str(model), "--device", args.device,
+        "--max-new-tokens", str(args.max_new_tokens), "--compile", args.compile,
+    ]  # fmt: skip
+    for reuse in ("on", "off"):
+        flags = [*base, "--prefix-cache-mb", "256" if reuse == "on" else "0"]
+        line = args.line if reuse == "on" else args.line[: args.baseline_keystrokes]
+        async with running_server(*flags, "--debounce-ms", "0") as client:
+            ready = await wait_for_state(client, "ready")
+            common = {
+                "model": name,
+                "description": ready["description"],
+                "decode": ready["decode"],
+                "prefix_reuse": reuse,
+                "file_tokens": len(tokenizer.encode(source)),
+                "max_new_tokens": args.max_new_tokens,
+                "machine": machine(),
+                "torch_threads": args.threads,
+            }
+            result = await typing(client, source, line)
+            emit(scenario="typing", **common, debounce_ms=0, **result, load=load())
+        # Without debounce the engine's supersession alone saves the work; with the default
+        # debounce, keystrokes closer together than it never reach the model.
+        for debounce in (0, 25) if reuse == "on" else (0,):
+            async with running_server(*flags, "--debounce-ms", str(debounce)) as client:
+                await wait_for_state(client, "ready")
+                typed = args.line[: args.burst_keystrokes]
+                result = await burst(client, source, typed, args.burst_interval_ms)
+                emit(scenario="burst", **common, debounce_ms=debounce, **result, load=load())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="tiny,mid", help="built-in checkpoints to run")
+    parser.add_argument("--model", type=Path, help="another checkpoint directory to run")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--line", default=TYPED_LINE, help="the line of code typed")
+    parser.add_argument(
+        "--baseline-keystrokes", type=int, default=12, help="keystrokes typed without reuse"
+    )
+    parser.add_argument("--burst-keystrokes", type=int, default=20)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--burst-interval-ms", type=float, default=30.0)
+    parser.add_argument("--compile", default="auto", help="the server's compile setting")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    args = parser.parse_args()
+    # The server is a child process: it takes the thread count from the environment.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        models: list[tuple[str, Path]] = []
+        for name in filter(None, args.models.split(",")):
+            dimensions = MID_SIZE if name == "mid" else {}
+            models.append((name, write_tiny_model(Path(scratch) / name, **dimensions)))
+        if args.model is not None:
+            models.append((args.model.name, args.model))
+        for name, model in models:
+            asyncio.run(run_model(name, model, args))
+
+
+if __name__ == "__main__":
+    main()
