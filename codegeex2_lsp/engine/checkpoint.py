@@ -23,6 +23,7 @@ from transformers import GenerationConfig, GlmConfig, GlmForCausalLM
 
 from codegeex2_lsp.engine.quantize import (
     INT4_GROUP_SIZE,
+    QuantLinear,
     int4_group_size,
     quantize_weight,
     swap_linears,
@@ -204,7 +205,7 @@ def _progress_bar(repo_id: str, progress: Callable[[str], None]) -> type[Any]:
     import io
     import time
 
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     class Reporter(tqdm):  # type: ignore[misc]
         _last = 0.0
@@ -616,6 +617,7 @@ def _set_quantized(
 ) -> None:
     """Give one :class:`QuantLinear` its integers: as stored, or quantized now from floats."""
     linear = model.get_submodule(module)
+    assert isinstance(linear, QuantLinear)
     if stored is None:
         weight = parts["weight"]
         q, scale = quantize_weight(weight, bits, group and int4_group_size(weight.shape[1]))

@@ -101,6 +101,10 @@ class Kernel(nn.Module):
     """``y = x @ (scale * q).T`` for one weight; subclasses hold it in their kernel's layout."""
 
     name = "dequant"
+    q: torch.Tensor
+    scale: torch.Tensor
+    packed: torch.Tensor
+    scales_and_zeros: torch.Tensor
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
         super().__init__()
