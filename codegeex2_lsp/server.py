@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
@@ -44,6 +45,9 @@ STATUS_COMMAND = "codegeex2.status"
 
 SHOWN_PER_DOCUMENT = 8
 """Answers kept per document for typed-ahead: enough to type back and forth along a few."""
+
+BURST_HOLD = 4
+"""During a burst an automatic request waits at most this many times ``debounceMs``."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class _DocumentState:
 
     newest: int = 0
     flight: _Flight | None = None
+    unanswered: int = 0
+    last_request: float = float("-inf")
+    gap: float = float("inf")
     shown: deque[_Shown] = field(default_factory=lambda: deque(maxlen=SHOWN_PER_DOCUMENT))
 
 
@@ -256,6 +263,31 @@ class CodeGeeX2Server(LanguageServer):
         state = self._documents.setdefault(uri, _DocumentState())
         self._counter += 1
         number = state.newest = self._counter
+        # A request that comes while the last one is still unanswered: a burst of typing.
+        burst = state.unanswered > 0
+        now = asyncio.get_running_loop().time()
+        state.gap, state.last_request = now - state.last_request, now
+        state.unanswered += 1
+        try:
+            return await self._suggest(
+                uri, position, document, cache, state, number, invoked=invoked, burst=burst
+            )
+        finally:
+            state.unanswered -= 1
+
+    async def _suggest(
+        self,
+        uri: str,
+        position: types.Position,
+        document: TextDocument,
+        cache: LineTokenCache,
+        state: _DocumentState,
+        number: int,
+        *,
+        invoked: bool,
+        burst: bool,
+    ) -> list[str]:
+        """The answer to one request, once :meth:`suggestions` has counted it."""
         try:
             request = prepare(
                 document.source,
@@ -274,8 +306,9 @@ class CodeGeeX2Server(LanguageServer):
         ahead = self._typed_ahead(state, request)
         if ahead:
             return ahead
+        self._drop_stale_flight(state, request)
         if not invoked and self.settings.debounce_ms:
-            await asyncio.sleep(self.settings.debounce_ms / 1000)
+            await asyncio.sleep(self._debounce_seconds(state, burst))
             if state.newest != number:
                 self.served.debounced += 1
                 return []
@@ -316,6 +349,29 @@ class CodeGeeX2Server(LanguageServer):
                 _Shown(request.prefix, request.suffix, tuple(distinct), request.candidates)
             )
         return distinct
+
+    def _drop_stale_flight(self, state: _DocumentState, request: CompletionRequest) -> None:
+        """Stop the document's work in flight for another request.
+
+        Its answer could never be used (the newest request wins), so it stops now rather
+        than when this request reaches the model after its debounce.
+        """
+        flight = state.flight
+        if flight is not None and flight.request != request:
+            flight.ticket.cancel()
+
+    def _debounce_seconds(self, state: _DocumentState, burst: bool) -> float:
+        """How long an automatic request waits before it goes to the model.
+
+        ``debounceMs`` normally. In a burst (keystrokes faster than answers), the request
+        waits for a pause half again as long as the last gap between keystrokes, up to
+        ``BURST_HOLD`` debounces: the burst's next keystroke would supersede it anyway, so
+        the burst costs about one completion.
+        """
+        wait = self.settings.debounce_ms / 1000
+        if burst:
+            wait = max(wait, min(1.5 * state.gap, BURST_HOLD * wait))
+        return wait
 
     def _typed_ahead(self, state: _DocumentState, request: CompletionRequest) -> list[str]:
         """The rest of a suggestion the user is typing along, newest first; no model work.

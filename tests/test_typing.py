@@ -119,6 +119,27 @@ async def test_a_burst_of_keystrokes_costs_about_one_completion(tiny_model_dir: 
         assert requests["cancelled"] + requests["dropped"] >= len(answers) - 2
 
 
+async def test_in_a_burst_requests_wait_for_the_pause(tiny_model_dir: Path) -> None:
+    """Keystrokes 40 ms apart, longer than the 20 ms debounce: each waits 60 ms, so only the
+    last reaches the model."""
+    run = ("--debounce-ms", "20", "--max-new-tokens", "300", "--multiline", "always")
+    async with running_server("--model", str(tiny_model_dir), "--device", "cpu", *run) as client:
+        await wait_for_state(client, "ready")
+        open_document(client, URI, SOURCE)
+        pending = []
+        for i, char in enumerate("value = compute(x)"):
+            type_text(client, 2 + i, LINE, COLUMN + i, char)
+            pending.append(
+                asyncio.ensure_future(inline(client, URI, LINE, COLUMN + 1 + i, invoked=False))
+            )
+            await asyncio.sleep(0.04)
+        await asyncio.gather(*pending)
+        current = await status(client)
+        # The first keystroke is no burst yet; a late timer on a busy machine may let one more in.
+        assert current["tokens"]["generations"] <= 4
+        assert current["served"]["debounced"] >= len(pending) - 4
+
+
 async def test_automatic_requests_are_debounced_and_invoked_ones_are_not(
     tiny_model_dir: Path,
 ) -> None:
