@@ -14,10 +14,11 @@ after every keystroke, and prints one JSON line per scenario:
 
 Each scenario runs with prefix reuse on (the default budget) and off (``prefixCacheMb`` 0),
 the baseline, in the same run. Models: the tiny test checkpoint and a mid-size one written
-by the same writer with larger dimensions, so that prefill dominates on CPU; ``--model DIR``
-adds another (the full-size architecture with random weights on a GPU, say).
+by the same writer with larger dimensions, so that prefill dominates on CPU; ``full`` writes
+CodeGeeX2-6B's architecture with random weights, for a GPU; ``--model DIR`` adds any other.
 
-    python benchmarks/bench_typing.py [--models tiny,mid] [--model DIR --device cuda]
+    python benchmarks/bench_typing.py [--models tiny,mid]
+    python benchmarks/bench_typing.py --models full --device cuda [--compile off]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
@@ -59,6 +61,20 @@ MID_SIZE = {
     "kv_channels": 64,
 }
 """About 100M parameters: a cold 2,000-token prefill takes seconds on one or two CPU cores."""
+
+FULL_SIZE = {
+    "num_layers": 28,
+    "hidden_size": 4096,
+    "ffn_hidden_size": 13696,
+    "num_attention_heads": 32,
+    "multi_query_group_num": 2,
+    "kv_channels": 128,
+    "padded_vocab_size": 65024,
+    "dtype": torch.bfloat16,
+}
+"""CodeGeeX2-6B's shapes with random weights (12.5 GB written): for a GPU."""
+
+CHECKPOINTS: dict[str, dict[str, Any]] = {"tiny": {}, "mid": MID_SIZE, "full": FULL_SIZE}
 
 
 def machine() -> str:
@@ -267,7 +283,8 @@ async def run_model(name: str, model: Path, args: argparse.Namespace) -> None:
             ready = await wait_for_state(client, "ready")
             common = {
                 "model": name,
-                "description": ready["description"],
+                # The checkpoint's temporary directory says nothing; its name does.
+                "description": ready["description"].replace(str(model), name),
                 "decode": ready["decode"],
                 "prefix_reuse": reuse,
                 "file_tokens": len(tokenizer.encode(source)),
@@ -289,7 +306,9 @@ async def run_model(name: str, model: Path, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,mid", help="built-in checkpoints to run")
+    parser.add_argument(
+        "--models", default="tiny,mid", help="checkpoints to write and run: tiny, mid, full"
+    )
     parser.add_argument("--model", type=Path, help="another checkpoint directory to run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--line", default=TYPED_LINE, help="the line of code typed")
@@ -307,8 +326,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         models: list[tuple[str, Path]] = []
         for name in filter(None, args.models.split(",")):
-            dimensions = MID_SIZE if name == "mid" else {}
-            models.append((name, write_tiny_model(Path(scratch) / name, **dimensions)))
+            models.append((name, write_tiny_model(Path(scratch) / name, **CHECKPOINTS[name])))
         if args.model is not None:
             models.append((args.model.name, args.model))
         for name, model in models:
