@@ -104,7 +104,7 @@ class _DocumentState:
 
     newest: int = 0
     flight: _Flight | None = None
-    unanswered: int = 0
+    answered: bool = True
     last_request: float = float("-inf")
     gap: float = float("inf")
     shown: deque[_Shown] = field(default_factory=lambda: deque(maxlen=SHOWN_PER_DOCUMENT))
@@ -263,17 +263,15 @@ class CodeGeeX2Server(LanguageServer):
         state = self._documents.setdefault(uri, _DocumentState())
         self._counter += 1
         number = state.newest = self._counter
-        # A request that comes while the last one is still unanswered: a burst of typing.
-        burst = state.unanswered > 0
         now = asyncio.get_running_loop().time()
         state.gap, state.last_request = now - state.last_request, now
-        state.unanswered += 1
-        try:
-            return await self._suggest(
-                uri, position, document, cache, state, number, invoked=invoked, burst=burst
-            )
-        finally:
-            state.unanswered -= 1
+        # The last request got no answer (superseded, cancelled by the client, or still
+        # waiting) and this one comes soon after it: the user types faster than answers come.
+        burst = not state.answered and state.gap < BURST_HOLD * self.settings.debounce_ms / 1000
+        state.answered = False
+        return await self._suggest(
+            uri, position, document, cache, state, number, invoked=invoked, burst=burst
+        )
 
     async def _suggest(
         self,
@@ -287,7 +285,7 @@ class CodeGeeX2Server(LanguageServer):
         invoked: bool,
         burst: bool,
     ) -> list[str]:
-        """The answer to one request, once :meth:`suggestions` has counted it."""
+        """The answer to one request, once :meth:`suggestions` has seen whether it is a burst."""
         try:
             request = prepare(
                 document.source,
@@ -315,11 +313,15 @@ class CodeGeeX2Server(LanguageServer):
         flight = self._flight_for(uri, state, request)
         flight.numbers.add(number)
         flight.waiters += 1
+        # Shielded: a cancelled handler must not cancel the shared future under the other
+        # waiters of the flight; the last waiter to leave stops the work instead.
+        waiting = asyncio.wrap_future(flight.ticket.future)
         try:
-            generations = await asyncio.wrap_future(flight.ticket.future)
+            generations = await asyncio.shield(waiting)
         except Cancelled:
             return []
         except asyncio.CancelledError:
+            waiting.add_done_callback(_consume)
             flight.waiters -= 1
             if flight.waiters == 0:
                 flight.ticket.cancel()
@@ -330,6 +332,7 @@ class CodeGeeX2Server(LanguageServer):
         if state.newest not in flight.numbers:
             return []
         self.served.model += 1
+        state.answered = True
         texts = [finish(request, generation.text) for generation in generations]
         for generation in generations:
             # Debug, not info: info goes to the editor's log panel, once per keystroke.
@@ -387,6 +390,7 @@ class CodeGeeX2Server(LanguageServer):
                 if state.flight is not None:
                     state.flight.ticket.cancel()
                 self.served.typed_ahead += 1
+                state.answered = True
                 return list(dict.fromkeys(ahead))
         return []
 
@@ -434,6 +438,12 @@ class CodeGeeX2Server(LanguageServer):
                 else None
             ),
         }
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of work nobody waits for any more as seen, so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def lsp_inline_items(texts: list[str], position: types.Position) -> types.InlineCompletionList:

@@ -140,6 +140,36 @@ async def test_in_a_burst_requests_wait_for_the_pause(tiny_model_dir: Path) -> N
         assert current["served"]["debounced"] >= len(pending) - 4
 
 
+async def test_a_burst_is_held_when_the_client_cancels_each_request(
+    tiny_model_dir: Path,
+) -> None:
+    """As VS Code does: each keystroke cancels the last request before it asks again."""
+    run = ("--debounce-ms", "20", "--max-new-tokens", "300", "--multiline", "always")
+    async with running_server("--model", str(tiny_model_dir), "--device", "cpu", *run) as client:
+        await wait_for_state(client, "ready")
+        open_document(client, URI, SOURCE)
+        pending = []
+        for i, char in enumerate("value = compute(x)"):
+            if pending:
+                client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=f"key-{i - 1}"))
+            type_text(client, 2 + i, LINE, COLUMN + i, char)
+            params = types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=URI),
+                position=types.Position(line=LINE, character=COLUMN + 1 + i),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
+            )
+            request = client.protocol.send_request_async(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=f"key-{i}"
+            )
+            pending.append(asyncio.ensure_future(request))
+            await asyncio.sleep(0.04)
+        answers = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 20)
+        assert not isinstance(answers[-1], BaseException)
+        assert (await status(client))["tokens"]["generations"] <= 4
+
+
 async def test_automatic_requests_are_debounced_and_invoked_ones_are_not(
     tiny_model_dir: Path,
 ) -> None:

@@ -168,7 +168,7 @@ class Engine:
             for older in [t for t in self._queue if t.key == key]:
                 self._queue.remove(older)
                 self.counters.dropped += 1
-                older.future.set_exception(Cancelled())
+                _drop(older)
             if self._running is not None and self._running.key == key:
                 self._running.cancel()
             self._queue.append(ticket)
@@ -182,7 +182,7 @@ class Engine:
             if self._running is not None:
                 self._running.cancel()
             while self._queue:
-                self._queue.popleft().future.set_exception(Cancelled())
+                _drop(self._queue.popleft())
             self._lock.notify()
         self._thread.join(timeout=10)
 
@@ -206,9 +206,11 @@ class Engine:
                 self._run(ticket)
 
     def _run(self, ticket: Ticket[Any]) -> None:
-        if ticket.cancel_event.is_set():
+        # Running, the future can no longer be cancelled by its waiter (asyncio's wrap_future
+        # cancels it when the handler is cancelled), so the results below always land.
+        if not ticket.future.set_running_or_notify_cancel() or ticket.cancel_event.is_set():
             self.counters.dropped += 1
-            ticket.future.set_exception(Cancelled())
+            _drop(ticket)
             with self._lock:
                 self._running = None
             return
@@ -273,6 +275,12 @@ class Engine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _drop(ticket: Ticket[Any]) -> None:
+    """End ``ticket`` unstarted; its waiter may have cancelled the future already."""
+    if not ticket.future.done():
+        ticket.future.set_exception(Cancelled())
 
 
 def load_local(
