@@ -100,7 +100,11 @@ class _Flight:
 
 @dataclass
 class _DocumentState:
-    """Per-document bookkeeping: which request is the newest, and what is running for it."""
+    """Per-document bookkeeping: which request is the newest, and what is running for it.
+
+    Whether the last request was answered and how long ago it came tell a burst of typing;
+    the suggestions shown last serve typed-ahead.
+    """
 
     newest: int = 0
     flight: _Flight | None = None
