@@ -395,7 +395,7 @@ class CodeGeeX2Server(LanguageServer):
                     state.flight.ticket.cancel()
                 self.served.typed_ahead += 1
                 state.answered = True
-                return list(dict.fromkeys(ahead))
+                return list(dict.fromkeys(ahead))[: request.candidates]
         return []
 
     def _flight_for(self, uri: str, state: _DocumentState, request: CompletionRequest) -> _Flight:

@@ -266,10 +266,6 @@ async def test_invoked_requests_offer_distinct_candidates(
         assert await suggest(client, doc, uri=uri, invoked=False) == [expected]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="typed-ahead answers an automatic request with every candidate an invoked one got",
-)
 async def test_an_automatic_request_right_after_an_invoked_one_gets_one_item(
     client: LanguageClient, greedy: Callable[[Doc, int], str]
 ) -> None:
