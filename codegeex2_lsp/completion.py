@@ -108,7 +108,6 @@ def generate(
     off, for looking at what the model would have written.
     """
     ids = [*model.tokenizer.prefix_ids, *request.prompt.ids]
-    stop = None if raw else _stop_rule(request)
     generations: list[Generation] = []
     seen: set[str] = set()
     attempts = request.candidates * 2 if request.candidates > 1 else 1
@@ -121,7 +120,7 @@ def generate(
             ids,
             sampling,
             cancelled=cancelled,
-            should_stop=stop,
+            should_stop=None if raw else _stop_rule(request),
             cache_key=request.cache_key,
             cache_bytes=request.cache_bytes,
         )
@@ -159,8 +158,8 @@ def _stop_rule(request: CompletionRequest) -> Callable[[str], bool]:
 
     def should_stop(text: str) -> bool:
         nonlocal seen
-        new, seen = text[seen:], len(text)
-        if _SETTLING_CHARACTERS.isdisjoint(new):
+        new_from, seen = seen, len(text)
+        if _SETTLING_CHARACTERS.isdisjoint(text[new_from:]) and not _line_began(text, new_from):
             return False
         return is_settled(
             text,
@@ -171,3 +170,15 @@ def _stop_rule(request: CompletionRequest) -> Callable[[str], bool]:
         )
 
     return should_stop
+
+
+def _line_began(text: str, new_from: int) -> bool:
+    """Whether the first visible character of the last line is among the new characters.
+
+    A line's first character can settle a suggestion (a dedent out of the block), and the
+    rest of that line would only be decoded to be thrown away.
+    """
+    line_start = text.rfind("\n") + 1
+    line = text[line_start:]
+    visible = len(line) - len(line.lstrip(" \t"))
+    return visible < len(line) and line_start + visible >= new_from

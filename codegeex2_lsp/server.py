@@ -175,7 +175,10 @@ class CodeGeeX2Server(LanguageServer):
 
     def start_loading(self) -> None:
         """Load the configured model in the background, reporting ``$/progress`` when possible."""
-        spec = LoadSpec(self.settings.model, self.settings.device, self.settings.dtype)
+        settings = self.settings
+        spec = LoadSpec(
+            settings.model, settings.device, settings.dtype, settings.quantize, settings.num_gpus
+        )
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
         self.spawn(self._load(spec))
 

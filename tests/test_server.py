@@ -289,3 +289,13 @@ async def test_newer_request_supersedes_older(slow_model_dir: Path) -> None:
         assert after["requests"]["cancelled"] + after["requests"]["dropped"] == 1
         assert after["requests"]["completed"] == 1
         del second
+
+
+async def test_quantize_setting_reaches_the_loader(tiny_model_dir: Path) -> None:
+    async with running_server(
+        *flags(tiny_model_dir), initialization_options={"quantize": "int8"}
+    ) as client:
+        current = await wait_for_state(client, "ready")
+        assert "int8 weights" in current["description"]
+        open_document(client, URI, SOURCE)
+        await inline(client, URI, *CURSOR)
