@@ -13,6 +13,8 @@ export const SERVER_SETTING_KEYS = [
   'model',
   'device',
   'dtype',
+  'quantize',
+  'numGpus',
   'maxContextTokens',
   'maxNewTokens',
   'temperature',
@@ -21,6 +23,8 @@ export const SERVER_SETTING_KEYS = [
   'multiline',
   'candidates',
   'debounceMs',
+  'prefixCacheMb',
+  'compile',
 ] as const;
 
 export type ServerSettingKey = (typeof SERVER_SETTING_KEYS)[number];
