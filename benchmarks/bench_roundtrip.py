@@ -1,9 +1,10 @@
 """Start-up and round-trip times of the real server over stdio, like an editor sees them.
 
-Prints one JSON line per measurement: the server's time from start to a loaded model, and
-the LSP round trip of inline completion requests, cold (first request) and warm (the same
-position again, served with the prompt's KV cache), with the model's own time from the
-server's log beside it.
+Prints one JSON line per measurement: the server's time from process start to a loaded
+model; the LSP round trip of an inline completion request, cold (the first, with the
+model's own time beside it) and repeated at the same position (answered typed-ahead from
+the suggestion already shown, without the model); and the status command's round trip, the
+JSON-RPC floor.
 
     python benchmarks/bench_roundtrip.py [--model DIR] [--requests N]
 
@@ -22,12 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lsprotocol import types
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codegeex2_lsp.testing import write_tiny_model
-from tests.lsp_support import inline, open_document, running_server, wait_for_state
+from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 
 SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 URI = "file:///bench/app.py"
@@ -52,21 +51,29 @@ async def measure(model: Path, requests: int) -> None:
             begin = time.perf_counter()
             await inline(client, URI, 5, 8, invoked=False)
             timings.append(1000 * (time.perf_counter() - begin))
-        emit(measurement="inline_cold_ms", value=round(timings[0], 2))
+            if len(timings) == 1:
+                after_cold = await status(client)
+        emit(
+            measurement="inline_cold_ms",
+            value=round(timings[0], 2),
+            model_ms=round(1000 * after_cold["tokens"]["seconds"], 2),
+        )
+        final = await status(client)
         warm = timings[1:]
         emit(
-            measurement="inline_warm_ms",
+            measurement="inline_repeat_ms",
             p50=round(statistics.median(warm), 2),
             p95=round(sorted(warm)[int(0.95 * (len(warm) - 1))], 2),
             requests=len(warm),
+            served=final["served"],
+            model_calls=final["tokens"]["generations"] - after_cold["tokens"]["generations"],
         )
-        model_ms = [
-            float(m.message.rsplit(" in ", 1)[1].split(" ms", 1)[0])
-            for m in client.log_messages
-            if m.type == types.MessageType.Info and " generated in " in m.message
-        ]
-        if model_ms:
-            emit(measurement="model_ms_per_request", p50=round(statistics.median(model_ms), 2))
+        floor = []
+        for _ in range(requests):
+            begin = time.perf_counter()
+            await status(client)
+            floor.append(1000 * (time.perf_counter() - begin))
+        emit(measurement="status_round_trip_ms", p50=round(statistics.median(floor), 2))
 
 
 def main() -> None:

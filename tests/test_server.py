@@ -252,7 +252,7 @@ async def test_cancel_request_stops_decoding(slow_model_dir: Path) -> None:
         open_document(client, URI, LONG_SOURCE)
         await inline(client, URI, *LONG_CURSOR)
         full = (await status(client))["tokens"]["generated"]
-        assert full >= 30
+        assert full >= 20
         other = "file:///project/other.py"
         open_document(client, other, LONG_SOURCE)
         params = types.InlineCompletionParams(
