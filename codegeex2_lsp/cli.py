@@ -179,29 +179,24 @@ def make_tiny_model_command(argv: Sequence[str]) -> int:
         ),
     )
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--ffn-hidden-size", type=int, default=172)
-    parser.add_argument("--num-attention-heads", type=int, default=4)
-    parser.add_argument("--multi-query-group-num", type=int, default=2)
-    parser.add_argument("--kv-channels", type=int, default=16)
-    parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    # Unset options keep the writer's own defaults, so the two never drift apart.
+    for option in (
+        "--num-layers",
+        "--hidden-size",
+        "--ffn-hidden-size",
+        "--num-attention-heads",
+        "--multi-query-group-num",
+        "--kv-channels",
+        "--shards",
+        "--seed",
+    ):
+        parser.add_argument(option, type=int, default=argparse.SUPPRESS)
+    options = vars(parser.parse_args(argv))
+    directory = options.pop("directory")
 
     from codegeex2_lsp.testing import write_tiny_model
 
-    path = write_tiny_model(
-        args.directory,
-        num_layers=args.num_layers,
-        hidden_size=args.hidden_size,
-        ffn_hidden_size=args.ffn_hidden_size,
-        num_attention_heads=args.num_attention_heads,
-        multi_query_group_num=args.multi_query_group_num,
-        kv_channels=args.kv_channels,
-        shards=args.shards,
-        seed=args.seed,
-    )
+    path = write_tiny_model(directory, **options)
     print(path)
     return 0
 

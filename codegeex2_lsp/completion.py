@@ -124,8 +124,10 @@ def generate(
             cache_key=request.cache_key,
             cache_bytes=request.cache_bytes,
         )
+        if raw:
+            return [generation]
         text = finish(request, generation.text)
-        if (text and text not in seen) or (raw and attempt == 0):
+        if text and text not in seen:
             seen.add(text)
             generations.append(generation)
         if len(generations) >= request.candidates:
