@@ -14,6 +14,7 @@ from pytest_lsp import LanguageClient
 from codegeex2_lsp.context import LineTokenCache, build_prompt
 from codegeex2_lsp.engine.local import Cancelled, LocalModel, SamplingParams
 from codegeex2_lsp.engine.worker import Engine, LoadListener, LoadSpec
+from codegeex2_lsp.testing import write_tiny_model
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 
 pytestmark = pytest.mark.slow
@@ -95,9 +96,22 @@ async def test_typing_along_a_suggestion_is_answered_without_the_model(
         assert changed["prefix_cache"]["documents"] == 1
 
 
-async def test_a_burst_of_keystrokes_costs_about_one_completion(tiny_model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wide enough that one answer takes longer than the gap between two keystrokes."""
+    return write_tiny_model(
+        tmp_path_factory.mktemp("wide-model"),
+        num_layers=6,
+        hidden_size=512,
+        ffn_hidden_size=1376,
+        num_attention_heads=8,
+        kv_channels=64,
+    )
+
+
+async def test_a_burst_of_keystrokes_costs_about_one_completion(wide_model_dir: Path) -> None:
     run = ("--max-new-tokens", "300", "--multiline", "always", "--candidates", "1")
-    async with running_server(*flags(tiny_model_dir, *run)) as client:
+    async with running_server(*flags(wide_model_dir, *run)) as client:
         await wait_for_state(client, "ready")
         open_document(client, URI, SOURCE)
         await inline(client, URI, LINE, COLUMN, invoked=False)
