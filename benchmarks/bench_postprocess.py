@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
-from codegeex2_lsp.config import Settings
+from codegeex2_lsp.config import LoadSpec, Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.engine.local import LocalModel
-from codegeex2_lsp.engine.worker import LoadSpec, load_local
+from codegeex2_lsp.engine.worker import load_local
 from codegeex2_lsp.languages import language_id_for_path
 from codegeex2_lsp.testing import write_tiny_model
 

@@ -127,7 +127,8 @@ def complete_command(argv: Sequence[str]) -> int:
 
     from codegeex2_lsp.completion import finish, generate, prepare
     from codegeex2_lsp.context import LineTokenCache
-    from codegeex2_lsp.engine.worker import LoadFailure, LoadSpec, load_local
+    from codegeex2_lsp.engine.worker import load_local
+    from codegeex2_lsp.errors import LoadError
     from codegeex2_lsp.languages import language_id_for_path
 
     try:
@@ -136,16 +137,8 @@ def complete_command(argv: Sequence[str]) -> int:
         print(f"codegeex2-lsp: cannot read {args.file}: {error}", file=sys.stderr)
         return 2
     try:
-        model, description = load_local(
-            LoadSpec(
-                settings.model,
-                settings.device,
-                settings.dtype,
-                settings.quantize,
-                settings.num_gpus,
-            )
-        )
-    except LoadFailure as failure:
+        model, description = load_local(settings.load_spec())
+    except LoadError as failure:
         print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
         return 1
     log.info("model: %s", description)

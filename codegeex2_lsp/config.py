@@ -10,13 +10,34 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 SECTION = "codegeex2"
 """The configuration section clients send settings under."""
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+Quantize = Literal["auto", "none", "int8", "int4"]
+Multiline = Literal["auto", "always", "never"]
+Compile = Literal["auto", "on", "off"]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What a (re)load depends on: a change to any field means loading again.
+
+    Each field is named after the setting it comes from; :meth:`Settings.load_spec` is its one
+    source, so a field added here is taken from the settings without further wiring.
+    """
+
+    model: str
+    device: str = "auto"
+    dtype: Dtype = "auto"
+    quantize: Quantize = "auto"
+    num_gpus: int = 1
 
 
 @dataclass(frozen=True)
@@ -25,23 +46,25 @@ class Settings:
 
     model: str = "THUDM/codegeex2-6b"
     device: str = "auto"
-    dtype: str = "auto"
-    quantize: str = "auto"
+    dtype: Dtype = "auto"
+    quantize: Quantize = "auto"
     num_gpus: int = 1
     max_context_tokens: int = 2048
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 0.95
     top_k: int = 0
-    multiline: str = "auto"
+    multiline: Multiline = "auto"
     candidates: int = 3
     debounce_ms: int = 25
     prefix_cache_mb: int = 256
-    compile: str = "auto"
+    compile: Compile = "auto"
 
-    def load_key(self) -> tuple[str, str, str, str, int]:
-        """What the loaded model depends on: a change here means a reload."""
-        return (self.model, self.device, self.dtype, self.quantize, self.num_gpus)
+    def load_spec(self) -> LoadSpec:
+        """The part of the settings the loaded model depends on."""
+        return LoadSpec(
+            **{field.name: getattr(self, field.name) for field in dataclasses.fields(LoadSpec)}
+        )
 
     def prompt_budget(self) -> int:
         """Tokens left for the tag line and the code before the cursor.
@@ -57,11 +80,15 @@ Check = Callable[[Any], Any]
 
 @dataclass(frozen=True)
 class SettingSpec:
-    """One setting as users see it: its wire name, its check, and its documentation."""
+    """One setting as users see it: its wire name, its check, and its documentation.
+
+    Built by :func:`_string`, :func:`_choice`, :func:`_integer` or :func:`_number`, which derive
+    the check from the choices or bounds, so each is stated once.
+    """
 
     key: str
     field: str
-    kind: str
+    kind: Literal["string", "integer", "number"]
     description: str
     check: Check
     choices: tuple[str, ...] = ()
@@ -69,6 +96,7 @@ class SettingSpec:
     metavar: str | None = None
     minimum: float | None = None
     maximum: float | None = None
+    open_minimum: bool = False
 
     @property
     def default(self) -> Any:
@@ -79,13 +107,82 @@ class SettingSpec:
         return "--" + self.field.replace("_", "-")
 
 
-def _choice(*allowed: str) -> Check:
+def _string(
+    key: str,
+    field: str,
+    description: str,
+    check: Callable[[str], str],
+    *,
+    pattern: str | None = None,
+    metavar: str | None = None,
+) -> SettingSpec:
+    return SettingSpec(key, field, "string", description, check, pattern=pattern, metavar=metavar)
+
+
+def _choice(key: str, field: str, description: str, allowed: Any) -> SettingSpec:
+    """A setting whose values are those of the ``Literal`` type ``allowed``."""
+    choices: tuple[str, ...] = get_args(allowed)
+
     def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in allowed:
-            raise ValueError(f"one of {', '.join(repr(a) for a in allowed)}")
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"one of {', '.join(repr(c) for c in choices)}")
         return value
 
-    return check
+    return SettingSpec(key, field, "string", description, check, choices=choices)
+
+
+def _finite(value: Any, expected: str) -> float:
+    """A JSON or flag number as a float; NaN and infinities are never a setting's value."""
+    # JSON from Lua and Emacs may carry integers as floats (64.0); booleans are never numbers.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(expected)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(expected)
+    return number
+
+
+def _integer(key: str, field: str, description: str, minimum: int, maximum: int) -> SettingSpec:
+    expected = f"an integer from {minimum} to {maximum}"
+
+    def check(value: Any) -> int:
+        number = _finite(value, expected)
+        if not number.is_integer() or not minimum <= number <= maximum:
+            raise ValueError(expected)
+        return int(number)
+
+    return SettingSpec(key, field, "integer", description, check, minimum=minimum, maximum=maximum)
+
+
+def _number(
+    key: str,
+    field: str,
+    description: str,
+    minimum: float,
+    maximum: float,
+    *,
+    open_minimum: bool = False,
+) -> SettingSpec:
+    low = f"greater than {minimum}" if open_minimum else f"at least {minimum}"
+    expected = f"a number {low} and at most {maximum}"
+
+    def check(value: Any) -> float:
+        number = _finite(value, expected)
+        too_low = number <= minimum if open_minimum else number < minimum
+        if too_low or number > maximum:
+            raise ValueError(expected)
+        return number
+
+    return SettingSpec(
+        key,
+        field,
+        "number",
+        description,
+        check,
+        minimum=minimum,
+        maximum=maximum,
+        open_minimum=open_minimum,
+    )
 
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
@@ -103,166 +200,105 @@ def _model(value: Any) -> str:
     return value.strip()
 
 
-def _integer(minimum: int, maximum: int) -> Check:
-    def check(value: Any) -> int:
-        # JSON from Lua and Emacs may carry integers as floats (64.0); booleans are never numbers.
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"an integer from {minimum} to {maximum}")
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"an integer from {minimum} to {maximum}")
-        number = int(value)
-        if not minimum <= number <= maximum:
-            raise ValueError(f"an integer from {minimum} to {maximum}")
-        return number
-
-    return check
-
-
-def _number(minimum: float, maximum: float, *, open_minimum: bool = False) -> Check:
-    low = f"greater than {minimum}" if open_minimum else f"at least {minimum}"
-
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"a number {low} and at most {maximum}")
-        number = float(value)
-        too_low = number <= minimum if open_minimum else number < minimum
-        if too_low or number > maximum:
-            raise ValueError(f"a number {low} and at most {maximum}")
-        return number
-
-    return check
-
-
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec(
+    _string(
         "model",
         "model",
-        "string",
         "Hugging Face model id or local directory of a ChatGLM2/CodeGeeX2 checkpoint.",
         _model,
     ),
-    SettingSpec(
+    _string(
         "device",
         "device",
-        "string",
         "Where the model runs: auto picks cuda, then mps, then cpu.",
         _device,
         pattern=DEVICE_PATTERN,
         metavar="auto|cpu|cuda|cuda:N|mps",
     ),
-    SettingSpec(
+    _choice(
         "dtype",
         "dtype",
-        "string",
         "Weight precision: auto picks what is correct and fast on the device.",
-        _choice("auto", "bfloat16", "float16", "float32"),
-        choices=("auto", "bfloat16", "float16", "float32"),
+        Dtype,
     ),
-    SettingSpec(
+    _choice(
         "quantize",
         "quantize",
-        "string",
         "Weight-only quantization: auto picks int8 for large models on CPU and keeps full "
         "precision on GPUs when it fits; int8 and int4 halve and quarter the weights' memory.",
-        _choice("auto", "none", "int8", "int4"),
-        choices=("auto", "none", "int8", "int4"),
+        Quantize,
     ),
-    SettingSpec(
+    _integer(
         "numGpus",
         "num_gpus",
-        "integer",
         "CUDA GPUs to split the model's layers across, from the device's GPU on.",
-        _integer(1, 16),
-        minimum=1,
-        maximum=16,
+        1,
+        16,
     ),
-    SettingSpec(
+    _integer(
         "maxContextTokens",
         "max_context_tokens",
-        "integer",
         "Tokens of context the model sees: prompt plus generated tokens.",
-        _integer(64, 8192),
-        minimum=64,
-        maximum=8192,
+        64,
+        8192,
     ),
-    SettingSpec(
-        "maxNewTokens",
-        "max_new_tokens",
-        "integer",
-        "Most tokens generated for one suggestion.",
-        _integer(1, 1024),
-        minimum=1,
-        maximum=1024,
+    _integer(
+        "maxNewTokens", "max_new_tokens", "Most tokens generated for one suggestion.", 1, 1024
     ),
-    SettingSpec(
+    _number(
         "temperature",
         "temperature",
-        "number",
         "Sampling temperature; 0 means greedy, the most likely continuation.",
-        _number(0.0, 2.0),
-        minimum=0.0,
-        maximum=2.0,
+        0.0,
+        2.0,
     ),
-    SettingSpec(
+    _number(
         "topP",
         "top_p",
-        "number",
         "Nucleus sampling: keep the most likely tokens up to this probability mass.",
-        _number(0.0, 1.0, open_minimum=True),
-        minimum=0.0,
-        maximum=1.0,
+        0.0,
+        1.0,
+        open_minimum=True,
     ),
-    SettingSpec(
+    _integer(
         "topK",
         "top_k",
-        "integer",
         "Sample only among the K most likely tokens; 0 turns the limit off.",
-        _integer(0, 1000),
-        minimum=0,
-        maximum=1000,
+        0,
+        1000,
     ),
-    SettingSpec(
+    _choice(
         "multiline",
         "multiline",
-        "string",
         "Multi-line suggestions: auto (at the end of a line), always, or never.",
-        _choice("auto", "always", "never"),
-        choices=("auto", "always", "never"),
+        Multiline,
     ),
-    SettingSpec(
+    _integer(
         "candidates",
         "candidates",
-        "integer",
         "Distinct suggestions offered on an explicitly invoked request.",
-        _integer(1, 10),
-        minimum=1,
-        maximum=10,
+        1,
+        10,
     ),
-    SettingSpec(
+    _integer(
         "debounceMs",
         "debounce_ms",
-        "integer",
         "Milliseconds to wait before serving an automatic request; 0 disables.",
-        _integer(0, 2000),
-        minimum=0,
-        maximum=2000,
+        0,
+        2000,
     ),
-    SettingSpec(
+    _integer(
         "prefixCacheMb",
         "prefix_cache_mb",
-        "integer",
         "MiB of KV cache kept across documents to reuse recent prompts; 0 turns reuse off.",
-        _integer(0, 65536),
-        minimum=0,
-        maximum=65536,
+        0,
+        65536,
     ),
-    SettingSpec(
+    _choice(
         "compile",
         "compile",
-        "string",
         "Static KV cache and compiled decode step: auto (on CUDA only), on, or off.",
-        _choice("auto", "on", "off"),
-        choices=("auto", "on", "off"),
+        Compile,
     ),
 )
 

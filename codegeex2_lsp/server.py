@@ -27,6 +27,7 @@ from codegeex2_lsp import __version__
 from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
 from codegeex2_lsp.config import (
     SECTION,
+    LoadSpec,
     Settings,
     Update,
     apply_updates,
@@ -34,7 +35,7 @@ from codegeex2_lsp.config import (
 )
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.engine.local import Cancelled, Generation
-from codegeex2_lsp.engine.worker import Engine, LoadListener, LoadSpec, Ticket
+from codegeex2_lsp.engine.worker import Engine, LoadListener, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class CodeGeeX2Server(LanguageServer):
         for error in update.errors:
             log.error("%s: %s", source, error)
             self.notify_user(types.MessageType.Error, f"CodeGeeX2 setting ignored: {error}")
-        reload = update.settings.load_key() != self.settings.load_key()
+        reload = update.settings.load_spec() != self.settings.load_spec()
         if update.settings != self.settings:
             # Suggestions shown under other settings (multiline, the model) are not reused.
             for state in self._documents.values():
@@ -175,10 +176,7 @@ class CodeGeeX2Server(LanguageServer):
 
     def start_loading(self) -> None:
         """Load the configured model in the background, reporting ``$/progress`` when possible."""
-        settings = self.settings
-        spec = LoadSpec(
-            settings.model, settings.device, settings.dtype, settings.quantize, settings.num_gpus
-        )
+        spec = self.settings.load_spec()
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
         self.spawn(self._load(spec))
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import typing
 
 import pytest
 
 from codegeex2_lsp.config import (
     SETTINGS,
+    LoadSpec,
     Settings,
+    SettingSpec,
     add_arguments,
     apply_updates,
     from_arguments,
@@ -122,11 +126,66 @@ def test_prompt_budget_leaves_room_for_prefix_tokens_and_generation() -> None:
     assert Settings().prompt_budget() == 2048 - 64 - 2
 
 
-def test_load_key_covers_model_device_dtype_only() -> None:
-    assert Settings().load_key() == Settings(temperature=1.0, candidates=1).load_key()
-    assert Settings().load_key() != Settings(dtype="float32").load_key()
-    assert Settings().load_key() != Settings(quantize="int4").load_key()
-    assert Settings().load_key() != Settings(num_gpus=2).load_key()
+def test_load_spec_holds_what_a_load_depends_on() -> None:
+    settings = Settings(
+        model="/models/cg2", device="cuda:1", dtype="float16", quantize="int4", num_gpus=2
+    )
+    assert settings.load_spec() == LoadSpec("/models/cg2", "cuda:1", "float16", "int4", 2)
+
+
+def test_load_spec_changes_only_with_load_settings() -> None:
+    assert Settings().load_spec() == Settings(temperature=1.0, candidates=1).load_spec()
+    assert Settings().load_spec() != Settings(dtype="float32").load_spec()
+    assert Settings().load_spec() != Settings(quantize="int4").load_spec()
+    assert Settings().load_spec() != Settings(num_gpus=2).load_spec()
+
+
+def test_load_spec_fields_are_settings() -> None:
+    settings = {f.name for f in dataclasses.fields(Settings)}
+    assert {f.name for f in dataclasses.fields(LoadSpec)} <= settings
+
+
+def test_choice_settings_offer_exactly_their_types_values() -> None:
+    hints = typing.get_type_hints(Settings)
+    choices = {spec.field: spec.choices for spec in SETTINGS if spec.choices}
+    assert set(choices) == {"dtype", "quantize", "multiline", "compile"}
+    for field, allowed in choices.items():
+        assert allowed == typing.get_args(hints[field])
+        for value in allowed:
+            assert apply_updates(Settings(), {_key(field): value}).errors == ()
+
+
+def _key(field: str) -> str:
+    return next(spec.key for spec in SETTINGS if spec.field == field)
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in SETTINGS if s.kind != "string"], ids=lambda spec: spec.key
+)
+def test_numeric_bounds_are_the_ones_checked(spec: SettingSpec) -> None:
+    assert spec.minimum is not None and spec.maximum is not None
+    step = 1 if spec.kind == "integer" else 0.001
+    inside = [spec.maximum] if spec.open_minimum else [spec.minimum, spec.maximum]
+    outside = [spec.minimum - step, spec.maximum + step]
+    if spec.open_minimum:
+        outside.append(spec.minimum)
+    for value in inside:
+        assert spec.check(value) == value
+    for value in outside:
+        with pytest.raises(ValueError):
+            spec.check(value)
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in SETTINGS if s.kind != "string"], ids=lambda spec: spec.key
+)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_numbers_must_be_finite(spec: SettingSpec, value: float) -> None:
+    update = apply_updates(Settings(), {spec.key: value})
+    assert update.settings == Settings()
+    (error,) = update.errors
+    assert f"codegeex2.{spec.key}" in error
+    assert "expected a" in error
 
 
 @pytest.mark.parametrize(
@@ -159,3 +218,11 @@ def test_bad_flag_values_are_reported() -> None:
     update = from_arguments(parser.parse_args(["--dtype", "fp8"]))
     assert update.settings == Settings()
     assert "codegeex2.dtype" in update.errors[0]
+
+
+def test_nan_flags_are_reported() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    update = from_arguments(parser.parse_args(["--temperature", "nan", "--top-p", "inf"]))
+    assert update.settings == Settings()
+    assert len(update.errors) == 2

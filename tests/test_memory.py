@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from codegeex2_lsp.config import LoadSpec
 from codegeex2_lsp.engine.devices import Hardware
 from codegeex2_lsp.engine.memory import (
     GB,
@@ -17,7 +18,8 @@ from codegeex2_lsp.engine.memory import (
     plan_load,
     split_counts,
 )
-from codegeex2_lsp.engine.worker import LoadFailure, LoadSpec, load_local
+from codegeex2_lsp.engine.worker import load_local
+from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.testing import tiny_config
 
 CPU_ONLY = Hardware(cuda_count=0, cuda_bf16=(), mps=False)
@@ -172,5 +174,5 @@ def test_load_local_uses_the_settings(tiny_model_dir: Path) -> None:
     model, description = load_local(LoadSpec(str(tiny_model_dir), "cpu", "auto", "int8"))
     assert "int8 weights" in description
     assert any(type(m).__name__ == "QuantLinear" for m in model.model.modules())
-    with pytest.raises(LoadFailure, match="numGpus"):
+    with pytest.raises(LoadError, match="numGpus"):
         load_local(LoadSpec(str(tiny_model_dir), "cpu", "auto", "none", num_gpus=2))

@@ -11,9 +11,10 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
+from codegeex2_lsp.config import LoadSpec
 from codegeex2_lsp.context import LineTokenCache, build_prompt
 from codegeex2_lsp.engine.local import Cancelled, LocalModel, SamplingParams
-from codegeex2_lsp.engine.worker import Engine, LoadListener, LoadSpec
+from codegeex2_lsp.engine.worker import Engine, LoadListener
 from codegeex2_lsp.testing import write_tiny_model
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
+from codegeex2_lsp.config import LoadSpec
 from codegeex2_lsp.engine.checkpoint import (
     ModelLoadError,
     load_model,
@@ -31,6 +32,7 @@ from codegeex2_lsp.engine.checkpoint import (
 from codegeex2_lsp.engine.devices import DeviceError, Hardware
 from codegeex2_lsp.engine.local import Cancelled, LocalModel, decode_mode
 from codegeex2_lsp.engine.memory import MemoryShortage, plan_load
+from codegeex2_lsp.errors import LoadError
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +45,6 @@ Work = Callable[[LocalModel, Callable[[], bool]], T]
 """A unit of model work: it gets the model and a ``cancelled()`` probe to check every token."""
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    """What to load: the settings a load depends on."""
-
-    model: str
-    device: str
-    dtype: str
-    quantize: str = "auto"
-    num_gpus: int = 1
-
-
 @dataclass
 class LoadListener:
     """Callbacks from the worker thread about loading; they must hand off to their own thread."""
@@ -61,15 +52,6 @@ class LoadListener:
     on_progress: Callable[[str], None] = lambda message: None
     on_ready: Callable[[str], None] = lambda description: None
     on_failed: Callable[[str, str], None] = lambda message, hint: None
-
-
-class LoadFailure(Exception):
-    """A load that failed, with the user-facing message and what to change."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass
@@ -216,7 +198,7 @@ class Engine:
             return
         try:
             if self._model is None:
-                raise LoadFailure(
+                raise LoadError(
                     "the model is not loaded", "wait for it to load, or fix the model setting"
                 )
             result = ticket.work(self._model, ticket.cancel_event.is_set)
@@ -238,7 +220,7 @@ class Engine:
         self._release()
         try:
             model, description = load_local(spec, listener.on_progress)
-        except LoadFailure as failure:
+        except LoadError as failure:
             log.error(
                 "loading %s failed: %s", spec.model, failure.message, exc_info=failure.__cause__
             )
@@ -286,7 +268,7 @@ def _drop(ticket: Ticket[Any]) -> None:
 def load_local(
     spec: LoadSpec, progress: Callable[[str], None] | None = None
 ) -> tuple[LocalModel, str]:
-    """Load the model ``spec`` names, turning every failure into a :class:`LoadFailure`.
+    """Load the model ``spec`` names, turning every failure into a :class:`LoadError`.
 
     Memory is checked before any weight is read, so a model that cannot fit is refused with the
     numbers and the setting that would fit. Without ``progress`` a download shows the hub's own
@@ -320,23 +302,23 @@ def load_local(
             layer_devices=plan.layer_devices,
         )
     except ModelLoadError as error:
-        raise LoadFailure(error.message, error.hint) from error
+        raise LoadError(error.message, error.hint) from error
     except DeviceError as error:
-        raise LoadFailure(
+        raise LoadError(
             str(error), "set codegeex2.device to 'auto' or 'cpu' and codegeex2.numGpus to 1"
         ) from error
     except MemoryShortage as error:
-        raise LoadFailure(
+        raise LoadError(
             f"not enough memory for {spec.model}: {error}",
             "change the setting named, or close other programs",
         ) from error
     except (MemoryError, torch.OutOfMemoryError) as error:
-        raise LoadFailure(
+        raise LoadError(
             f"not enough memory to load {spec.model} on {spec.device}",
             "close other programs, or set codegeex2.quantize to int8 or int4",
         ) from error
     except Exception as error:
-        raise LoadFailure(
+        raise LoadError(
             f"loading {spec.model} failed: {error}",
             "check codegeex2.model, codegeex2.device, codegeex2.dtype and codegeex2.quantize; "
             "the log has details",

@@ -50,9 +50,9 @@ def test_setting_matches_the_server(spec: SettingSpec) -> None:
     assert schema["description"] == spec.description
     assert tuple(schema.get("enum", ())) == spec.choices
     assert schema.get("pattern") == spec.pattern
-    # JSON Schema writes an open lower bound as exclusiveMinimum; either names the same number.
-    low = schema.get("minimum", schema.get("exclusiveMinimum"))
-    assert low == spec.minimum
+    # JSON Schema writes an open lower bound as exclusiveMinimum.
+    low = "exclusiveMinimum" if spec.open_minimum else "minimum"
+    assert schema.get(low) == spec.minimum
     assert schema.get("maximum") == spec.maximum
 
 
