@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from codegeex2_lsp.engine.checkpoint import load_model
 from codegeex2_lsp.engine.convert import convert
+from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.testing import write_tiny_model
 
 # (source directory name, quantize setting, dtype)

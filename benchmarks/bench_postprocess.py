@@ -34,8 +34,8 @@ import torch
 from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
 from codegeex2_lsp.config import LoadSpec, Settings
 from codegeex2_lsp.context import LineTokenCache
+from codegeex2_lsp.engine.loader import load_local
 from codegeex2_lsp.engine.local import LocalModel
-from codegeex2_lsp.engine.worker import load_local
 from codegeex2_lsp.languages import language_id_for_path
 from codegeex2_lsp.testing import write_tiny_model
 

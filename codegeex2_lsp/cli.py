@@ -13,10 +13,10 @@ from pathlib import Path
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.config import Settings, add_arguments, from_arguments
+from codegeex2_lsp.errors import LoadError
 
 log = logging.getLogger("codegeex2_lsp")
 
-COMMANDS = ("complete", "make-tiny-model", "convert", "doctor")
 
 DESCRIPTION = """\
 AI code completion from CodeGeeX2-6B for every LSP editor.
@@ -127,8 +127,7 @@ def complete_command(argv: Sequence[str]) -> int:
 
     from codegeex2_lsp.completion import finish, generate, prepare
     from codegeex2_lsp.context import LineTokenCache
-    from codegeex2_lsp.engine.worker import load_local
-    from codegeex2_lsp.errors import LoadError
+    from codegeex2_lsp.engine.loader import load_local
     from codegeex2_lsp.languages import language_id_for_path
 
     try:
@@ -209,7 +208,6 @@ def convert_command(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    from codegeex2_lsp.engine.checkpoint import ModelLoadError
     from codegeex2_lsp.engine.convert import convert
 
     try:
@@ -219,7 +217,7 @@ def convert_command(argv: Sequence[str]) -> int:
             quantize=args.quantize,
             progress=lambda message: print(message, file=sys.stderr),
         )
-    except ModelLoadError as error:
+    except LoadError as error:
         print(f"codegeex2-lsp: {error.message}. {error.hint}", file=sys.stderr)
         return 1
     print(

@@ -11,14 +11,10 @@ import torch
 from huggingface_hub import constants
 from safetensors.torch import save_file
 
-from codegeex2_lsp.engine.checkpoint import (
-    ModelLoadError,
-    glm_config,
-    load_model,
-    load_tokenizer,
-    read_config,
-    resolve_model_dir,
-)
+from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, read_config
+from codegeex2_lsp.engine.hub import resolve_model_dir
+from codegeex2_lsp.engine.loader import load_model
+from codegeex2_lsp.errors import LoadError
 
 CPU = torch.device("cpu")
 
@@ -156,21 +152,21 @@ def test_load_tokenizer(tiny_model_dir: Path) -> None:
     assert tokenizer.piece_count + 5 <= read_config(tiny_model_dir)["padded_vocab_size"]
 
 
-def _load_error(model_dir: Path) -> ModelLoadError:
-    with pytest.raises(ModelLoadError) as caught:
+def _load_error(model_dir: Path) -> LoadError:
+    with pytest.raises(LoadError) as caught:
         load_model(model_dir, device=CPU, dtype=torch.float32)
     assert caught.value.hint
     return caught.value
 
 
 def test_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="does not exist") as caught:
+    with pytest.raises(LoadError, match="does not exist") as caught:
         resolve_model_dir(str(tmp_path / "nowhere"))
     assert "codegeex2.model" in caught.value.hint
-    with pytest.raises(ModelLoadError, match="does not exist"):
+    with pytest.raises(LoadError, match="does not exist"):
         load_model(tmp_path / "nowhere", device=CPU, dtype=torch.float32)
     (tmp_path / "file").write_text("")
-    with pytest.raises(ModelLoadError, match="is not a directory"):
+    with pytest.raises(LoadError, match="is not a directory"):
         resolve_model_dir(str(tmp_path / "file"))
 
 
@@ -181,7 +177,7 @@ def test_local_directory_is_used_as_is(tiny_model_dir: Path) -> None:
 def test_not_a_chatglm_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = _copy(tiny_model_dir, tmp_path)
     _edit_config(model_dir, model_type="llama")
-    with pytest.raises(ModelLoadError, match="'llama'"):
+    with pytest.raises(LoadError, match="'llama'"):
         resolve_model_dir(str(model_dir))
     (model_dir / "config.json").unlink()
     assert "config.json" in str(_load_error(model_dir))
@@ -221,6 +217,26 @@ def test_missing_shard(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert "download" in error.hint
 
 
+@pytest.mark.parametrize("outside", ["../outside.bin", "sub/../../outside.bin", "ABSOLUTE"])
+def test_shards_outside_the_model_directory_are_refused(
+    tiny_model_dir: Path, tmp_path: Path, outside: str
+) -> None:
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    # A real shard there, so only the refusal can stop it from being read.
+    shutil.copyfile(model_dir / "pytorch_model-00001-of-00002.bin", tmp_path / "outside.bin")
+    name = str(tmp_path / "outside.bin") if outside == "ABSOLUTE" else outside
+    index_path = model_dir / "pytorch_model.bin.index.json"
+    index = json.loads(index_path.read_text())
+    index["weight_map"] = {
+        tensor: name if file.startswith("pytorch_model-00001") else file
+        for tensor, file in index["weight_map"].items()
+    }
+    index_path.write_text(json.dumps(index))
+    error = _load_error(model_dir)
+    assert "outside the model directory" in error.message
+    assert repr(name) in error.message
+
+
 def test_wrong_shape(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = _copy(tiny_model_dir, tmp_path)
     shard = model_dir / "pytorch_model-00001-of-00002.bin"
@@ -252,10 +268,10 @@ def test_damaged_shard(tiny_model_dir: Path, tmp_path: Path) -> None:
 def test_missing_tokenizer(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = _copy(tiny_model_dir, tmp_path)
     (model_dir / "tokenizer.model").unlink()
-    with pytest.raises(ModelLoadError, match=r"tokenizer\.model"):
+    with pytest.raises(LoadError, match=r"tokenizer\.model"):
         load_tokenizer(model_dir)
     (model_dir / "tokenizer.model").write_bytes(b"not a sentencepiece model")
-    with pytest.raises(ModelLoadError, match="cannot read") as caught:
+    with pytest.raises(LoadError, match="cannot read") as caught:
         load_tokenizer(model_dir)
     assert "download" in caught.value.hint
 
@@ -273,7 +289,7 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_hub_id_offline_and_not_cached(offline_hub: Path) -> None:
     messages: list[str] = []
-    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE") as caught:
+    with pytest.raises(LoadError, match="HF_HUB_OFFLINE") as caught:
         resolve_model_dir("THUDM/codegeex2-6b", progress=messages.append)
     assert "THUDM/codegeex2-6b" in str(caught.value)
     assert "local directory" in caught.value.hint
@@ -281,7 +297,7 @@ def test_hub_id_offline_and_not_cached(offline_hub: Path) -> None:
 
 
 def test_invalid_hub_id(offline_hub: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no local directory or hub repository") as caught:
+    with pytest.raises(LoadError, match="no local directory or hub repository") as caught:
         resolve_model_dir("not a repo!")
     assert "spelling" in caught.value.hint
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from codegeex2_lsp.cli import main
-from codegeex2_lsp.engine.checkpoint import ModelLoadError, load_model
 from codegeex2_lsp.engine.convert import convert
+from codegeex2_lsp.engine.loader import load_model
+from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.testing import write_tiny_model
 
 CPU = torch.device("cpu")
@@ -51,14 +53,33 @@ def test_official_int4_converts_without_requantizing(tmp_path: Path) -> None:
     want = _logits(load_model(official, device=CPU, dtype=torch.float32, kernel="dequant"))
     got = _logits(load_model(result.directory, device=CPU, dtype=torch.float32, kernel="dequant"))
     assert torch.equal(got, want)
-    with pytest.raises(ModelLoadError, match="lose precision"):
+    with pytest.raises(LoadError, match="lose precision"):
         convert(str(official), tmp_path / "again", quantize="int8")
+
+
+def test_int4_groups_are_recorded_and_checked_on_load(tmp_path: Path) -> None:
+    # 256 columns hold two groups of 128: a layout that differs from one scale per row.
+    source = write_tiny_model(
+        tmp_path / "wide", hidden_size=256, num_attention_heads=4, kv_channels=64
+    )
+    result = convert(str(source), tmp_path / "out", quantize="int4")
+    config_path = result.directory / "config.json"
+    config = json.loads(config_path.read_text())
+    group = config["weight_quantization"]["group_size"]
+    (shard,) = result.directory.glob("*.safetensors")
+    scale = load_file(shard)["model.layers.0.self_attn.o_proj.weight_scale"]
+    assert scale.shape == (256, 256 // group) and scale.shape[1] > 1
+    load_model(result.directory, device=CPU, dtype=torch.bfloat16)
+    config["weight_quantization"]["group_size"] = group // 2
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(LoadError, match="scales per row"):
+        load_model(result.directory, device=CPU, dtype=torch.bfloat16)
 
 
 def test_refuses_a_non_empty_destination(tiny_model_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    with pytest.raises(ModelLoadError, match="not empty"):
+    with pytest.raises(LoadError, match="not empty"):
         convert(str(tiny_model_dir), tmp_path / "out")
 
 

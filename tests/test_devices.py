@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codegeex2_lsp.engine.devices import DeviceError, Fits, Hardware, cpu_features, resolve
+from codegeex2_lsp.engine.devices import Fits, Hardware, cpu_features, resolve
+from codegeex2_lsp.errors import LoadError
 
 CPU_ONLY = Hardware(cuda_count=0, cuda_bf16=(), mps=False)
 AMPERE = Hardware(cuda_count=1, cuda_bf16=(True,), mps=False)
@@ -58,7 +59,7 @@ def test_auto_rules(
     ],
 )
 def test_missing_devices_say_what_exists(device: str, hardware: Hardware, message: str) -> None:
-    with pytest.raises(DeviceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(LoadError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve(device, "auto", hardware)
 
 
@@ -109,9 +110,9 @@ def test_cpu_dtype_follows_the_kernels_and_memory(
 def test_num_gpus_picks_consecutive_gpus() -> None:
     placement = resolve("cuda:1", "auto", FOUR_AMPERES, num_gpus=3)
     assert placement.devices == tuple(torch.device("cuda", i) for i in (1, 2, 3))
-    with pytest.raises(DeviceError, match="needs 5 GPUs; found 4"):
+    with pytest.raises(LoadError, match="needs 5 GPUs; found 4"):
         resolve("cuda:1", "auto", FOUR_AMPERES, num_gpus=4)
-    with pytest.raises(DeviceError, match="needs CUDA"):
+    with pytest.raises(LoadError, match="needs CUDA"):
         resolve("cpu", "auto", FOUR_AMPERES, num_gpus=2)
 
 

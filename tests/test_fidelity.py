@@ -17,7 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codegeex2_lsp.engine.checkpoint import load_model, load_tokenizer
+from codegeex2_lsp.engine.checkpoint import load_tokenizer
+from codegeex2_lsp.engine.loader import load_model
 
 PROMPT = """# language: Python
 class Stack:

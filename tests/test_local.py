@@ -10,7 +10,8 @@ import torch
 from codegeex2_lsp.completion import generate, prepare
 from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache
-from codegeex2_lsp.engine.checkpoint import load_model, load_tokenizer
+from codegeex2_lsp.engine.checkpoint import load_tokenizer
+from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.engine.local import (
     Cancelled,
     Generation,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegeex2_lsp.engine.checkpoint import load_model
+from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.engine.quantize import (
     QuantLinear,
     dequantize,

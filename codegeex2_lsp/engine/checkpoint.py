@@ -1,52 +1,43 @@
-"""ChatGLM2 checkpoints mapped onto transformers' native ``GlmForCausalLM``, without remote code.
+"""The checkpoint format: file names, the config, tensor names, and how quantized weights are
+stored; shared by the loader and ``convert``.
 
-The upstream repository ships its own modelling code, which breaks with each transformers
+ChatGLM2 checkpoints are mapped onto transformers' native ``GlmForCausalLM``, without remote
+code. The upstream repository ships its own modelling code, which breaks with each transformers
 release; the architecture itself is what transformers calls GLM (partial interleaved RoPE,
-grouped-query attention, RMSNorm, SwiGLU). So the config is translated (``glm_config``), the
-tensor names are translated in one function (``glm_tensors``), and the model is built on the meta
-device with every tensor assigned from the checkpoint, keeping peak memory near one copy of the
-weights.
+grouped-query attention, RMSNorm, SwiGLU). So the config is translated (``glm_config``) and the
+tensor names are translated in one function (``glm_tensors``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, GlmConfig, GlmForCausalLM
+from transformers import GlmConfig
 
-from codegeex2_lsp.engine.quantize import (
-    INT4_GROUP_SIZE,
-    QuantLinear,
-    int4_group_size,
-    quantize_weight,
-    swap_linears,
-    unpack_int4,
-)
+from codegeex2_lsp.engine.quantize import INT4_GROUP_SIZE, int4_group_size
 from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
-
-logger = logging.getLogger(__name__)
+from codegeex2_lsp.errors import LoadError
 
 CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.model"
-BIN_INDEX = "pytorch_model.bin.index.json"
-BIN_SINGLE = "pytorch_model.bin"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-SAFETENSORS_SINGLE = "model.safetensors"
 
-# What a hub download fetches: never the repository's Python files.
-_HUB_COMMON = [CONFIG_FILE, TOKENIZER_FILE]
-_HUB_SAFETENSORS = ["*.safetensors", SAFETENSORS_INDEX]
-_HUB_BIN = ["*.bin", BIN_INDEX]
+TOKENIZER_FILE = "tokenizer.model"
+
+BIN_INDEX = "pytorch_model.bin.index.json"
+
+BIN_SINGLE = "pytorch_model.bin"
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+SAFETENSORS_SINGLE = "model.safetensors"
 
 # ChatGLM2 ids that GlmConfig's defaults (GLM-4's) get wrong.
 PAD_ID = 0
+
 EOS_ID = 2
 
 _REQUIRED_FIELDS = (
@@ -67,7 +58,6 @@ _FIXED_FIELDS: dict[str, tuple[object, str]] = {
     "original_rope": (True, "only the original RoPE layout is supported"),
 }
 
-_UPSTREAM_PREFIX = "transformer."
 _LAYER_PREFIX = "transformer.encoder.layers."
 
 # Whole-name renames; per-layer names are handled in glm_tensors.
@@ -76,6 +66,7 @@ _GLOBAL_NAMES = {
     "transformer.encoder.final_layernorm.weight": "model.norm.weight",
     "transformer.output_layer.weight": "lm_head.weight",
 }
+
 # Per-layer module renames; the tensor suffix (weight, weight_scale of quantized ones) is kept.
 _LAYER_MODULES = {
     "input_layernorm": "input_layernorm",
@@ -84,6 +75,7 @@ _LAYER_MODULES = {
     "mlp.dense_h_to_4h": "mlp.gate_up_proj",
     "mlp.dense_4h_to_h": "mlp.down_proj",
 }
+
 _LAYER_SUFFIXES = {
     "input_layernorm": ("weight",),
     "post_attention_layernorm": ("weight",),
@@ -101,159 +93,15 @@ LAYER_LINEARS = (
     "mlp.gate_up_proj",
     "mlp.down_proj",
 )
-SCALE_SUFFIX = ".weight_scale"
+
 QUANTIZATION_KEY = "weight_quantization"
 """Where a converted checkpoint's config.json records its quantization (ours, not upstream's)."""
-
-
-class ModelLoadError(Exception):
-    """A model that cannot be loaded: what failed, and in ``hint`` what the user should change."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})"
-
-
-def _looks_like_path(model: str) -> bool:
-    """Hub ids are ``name`` or ``owner/name``; anything else the user meant as a directory."""
-    return (
-        os.path.isabs(model)
-        or model.startswith((".", "~"))
-        or "\\" in model
-        or model.count("/") > 1
-    )
-
-
-def resolve_model_dir(model: str, *, progress: Callable[[str], None] | None = None) -> Path:
-    """The local directory holding ``model``, downloading it from the hub if it is a repo id.
-
-    Only the files the loader reads are fetched (never the repository's Python code), choosing
-    safetensors over ``.bin`` when a repository has both so the weights come down once.
-    ``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` are honoured by ``huggingface_hub``.
-    """
-    local = Path(model).expanduser()
-    if local.is_dir():
-        read_config(local)
-        return local
-    if _looks_like_path(model) or local.exists():
-        problem = "is not a directory" if local.exists() else "does not exist"
-        raise ModelLoadError(
-            f"model directory {model} {problem}",
-            "set codegeex2.model to a checkpoint directory or a hub id such as THUDM/codegeex2-6b",
-        )
-    path = _download(model, progress)
-    read_config(path)
-    return path
-
-
-def _download(repo_id: str, progress: Callable[[str], None] | None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if progress is not None:
-        progress(f"Fetching {repo_id}")
-    try:
-        path = Path(
-            snapshot_download(
-                repo_id,
-                allow_patterns=_hub_patterns(repo_id),
-                tqdm_class=_progress_bar(repo_id, progress) if progress is not None else None,
-            )
-        )
-    except GatedRepoError as exc:
-        raise ModelLoadError(
-            f"access to {repo_id} is restricted",
-            "accept its terms on the hub and log in with `hf auth login`",
-        ) from exc
-    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as exc:
-        raise ModelLoadError(
-            f"no local directory or hub repository named {repo_id}",
-            "check the spelling of codegeex2.model, for example THUDM/codegeex2-6b",
-        ) from exc
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        raise ModelLoadError(
-            f"{repo_id} is not in the local hub cache and cannot be downloaded now "
-            "(HF_HUB_OFFLINE is set or the hub is unreachable)",
-            "download it once with network access, or point codegeex2.model at a local directory",
-        ) from exc
-    except Exception as exc:
-        # Network failures surface as the HTTP client's own exception types.
-        raise ModelLoadError(
-            f"could not download {repo_id}: {exc}",
-            "check the network connection or proxy (HF_ENDPOINT for a mirror), or point "
-            "codegeex2.model at a local directory",
-        ) from exc
-    if progress is not None:
-        progress(f"Fetched {repo_id}")
-    return path
-
-
-def _progress_bar(repo_id: str, progress: Callable[[str], None]) -> type[Any]:
-    """A tqdm class for the hub's download bars that reports to ``progress`` instead of a
-    terminal, at most once a second, as "Downloading REPO: 1.2 of 12.5 GB (10%)"."""
-    import io
-    import time
-
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-    class Reporter(tqdm):  # type: ignore[misc]
-        _last = 0.0
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
-            kwargs["file"] = io.StringIO()
-            kwargs["disable"] = False
-            super().__init__(*args, **kwargs)
-
-        def display(self, *args: Any, **kwargs: Any) -> None:
-            now = time.monotonic()
-            if self.unit != "B" or not self.total or now - Reporter._last < 1.0:
-                return
-            Reporter._last = now
-            done, total = self.n / 1e9, self.total / 1e9
-            progress(
-                f"Downloading {repo_id}: {done:.1f} of {total:.1f} GB "
-                f"({int(100 * self.n / self.total)}%)"
-            )
-
-    return Reporter
-
-
-def _hub_patterns(repo_id: str) -> list[str]:
-    """The files to fetch: one weight format only, if the repository's listing can be read."""
-    from huggingface_hub import constants, list_repo_files
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
-
-    every_format = [*_HUB_COMMON, *_HUB_SAFETENSORS, *_HUB_BIN]
-    if constants.is_offline_mode():
-        return every_format
-    try:
-        files = list_repo_files(repo_id)
-    except (RepositoryNotFoundError, HFValidationError):
-        raise
-    except Exception as exc:
-        # Unreachable hub: the download step falls back to the local cache.
-        logger.warning("cannot list %s (%s); trying the local cache", repo_id, exc)
-        return every_format
-    has_safetensors = any(name.endswith(".safetensors") for name in files)
-    return [*_HUB_COMMON, *(_HUB_SAFETENSORS if has_safetensors else _HUB_BIN)]
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
     """The upstream ``config.json``, checked to describe a ChatGLM2-family model we can run."""
     if not model_dir.is_dir():
-        raise ModelLoadError(
+        raise LoadError(
             f"model directory {model_dir} does not exist",
             "set codegeex2.model to a checkpoint directory or a hub id",
         )
@@ -261,36 +109,36 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ModelLoadError(
+        raise LoadError(
             f"{model_dir} has no {CONFIG_FILE}, so it is not a ChatGLM2 checkpoint",
             "point codegeex2.model at a CodeGeeX2 checkpoint directory",
         ) from exc
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
+        raise LoadError(
             f"cannot read {path}: {exc}", "re-download the checkpoint; the file is damaged"
         ) from exc
     if not isinstance(config, dict) or config.get("model_type") != "chatglm":
         found = config.get("model_type") if isinstance(config, dict) else None
-        raise ModelLoadError(
+        raise LoadError(
             f"{model_dir} holds a {found!r} model, not a ChatGLM2 (model_type 'chatglm') one",
             "use a CodeGeeX2 checkpoint such as THUDM/codegeex2-6b",
         )
     missing = [name for name in _REQUIRED_FIELDS if not isinstance(config.get(name), int)]
     if missing:
-        raise ModelLoadError(
+        raise LoadError(
             f"{path} lacks {', '.join(missing)}",
             "the config is incomplete; re-download the checkpoint",
         )
     for name, (needed, why) in _FIXED_FIELDS.items():
         if name in config and config[name] != needed:
-            raise ModelLoadError(
+            raise LoadError(
                 f"{path} sets {name} = {config[name]!r}: {why}",
                 "use a ChatGLM2 or CodeGeeX2 checkpoint",
             )
     if config.get("multi_query_attention") and not isinstance(
         config.get("multi_query_group_num"), int
     ):
-        raise ModelLoadError(
+        raise LoadError(
             f"{path} enables multi_query_attention without multi_query_group_num",
             "the config is incomplete; re-download the checkpoint",
         )
@@ -375,13 +223,13 @@ def weight_files(model_dir: Path) -> list[Path]:
                 weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
                 names = sorted(set(weight_map.values()))
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ModelLoadError(
+                raise LoadError(
                     f"cannot read {index}: {exc}", "re-download the checkpoint"
                 ) from exc
-            files = [model_dir / name for name in names]
+            files = [_shard_path(model_dir, name, index_name) for name in names]
             absent = [path.name for path in files if not path.is_file()]
             if absent:
-                raise ModelLoadError(
+                raise LoadError(
                     f"{model_dir} lacks {', '.join(absent)}, listed in {index_name}",
                     "the download is incomplete; download the model again",
                 )
@@ -389,10 +237,26 @@ def weight_files(model_dir: Path) -> list[Path]:
     for single in (SAFETENSORS_SINGLE, BIN_SINGLE):
         if (model_dir / single).is_file():
             return [model_dir / single]
-    raise ModelLoadError(
+    raise LoadError(
         f"{model_dir} has no weights ({BIN_INDEX}, {BIN_SINGLE} or safetensors)",
         "the download is incomplete; download the model again",
     )
+
+
+def _shard_path(model_dir: Path, name: object, index_name: str) -> Path:
+    """A shard an index names, which must lie in the model directory: an index is data from
+    the download, and must not make the loader read files elsewhere.
+
+    Checked on the name, not the resolved path: the hub's cache links each file to a blob
+    outside the snapshot directory.
+    """
+    relative = PurePath(name) if isinstance(name, str) else None
+    if relative is None or relative.anchor or ".." in relative.parts or not relative.parts:
+        raise LoadError(
+            f"{index_name} in {model_dir} names a shard outside the model directory: {name!r}",
+            "the checkpoint is damaged or not trustworthy; download the model again",
+        )
+    return model_dir / relative
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -404,7 +268,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        raise ModelLoadError(
+        raise LoadError(
             f"cannot read {path.name}: {exc}", "the file is damaged; download the model again"
         ) from exc
 
@@ -413,13 +277,29 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 class StoredQuantization:
     """How a checkpoint's linear weights are stored: integer bits and columns per scale.
 
-    ``group_size`` None means one scale per row (the official layout); ``lm_head`` says whether
-    the output layer is quantized too (the official checkpoints keep it in float16).
+    ``group_size`` None means one scale per row (the official layout); otherwise it is the
+    preferred number of columns per scale, which :meth:`group_for` fits to each weight.
+    ``lm_head`` says whether the output layer is quantized too (the official checkpoints keep it
+    in float16). Loading with ``quantize`` and ``convert`` make weights the same way
+    (:meth:`made_now`), so a converted checkpoint holds what a load would have computed.
     """
 
     bits: int
     group_size: int | None
     lm_head: bool
+
+    @classmethod
+    def made_now(cls, bits: int) -> StoredQuantization:
+        """How the project quantizes full-precision weights: INT4 by groups, INT8 by rows."""
+        return cls(bits, INT4_GROUP_SIZE if bits == 4 else None, lm_head=True)
+
+    def group_for(self, in_features: int) -> int | None:
+        """Columns per scale for a weight with ``in_features`` columns; None for one per row."""
+        return int4_group_size(in_features, self.group_size) if self.group_size else None
+
+    def as_config(self) -> dict[str, Any]:
+        """The ``config.json`` entry that :func:`stored_quantization` reads back."""
+        return {"bits": self.bits, "group_size": self.group_size, "lm_head": self.lm_head}
 
 
 def stored_quantization(chatglm: dict[str, Any]) -> StoredQuantization | None:
@@ -436,7 +316,7 @@ def stored_quantization(chatglm: dict[str, Any]) -> StoredQuantization | None:
     if not bits:
         return None
     if bits not in (4, 8):
-        raise ModelLoadError(
+        raise LoadError(
             f"{CONFIG_FILE} sets quantization_bit = {bits!r}; only 4 and 8 exist",
             "use THUDM/codegeex2-6b, or its INT4 version THUDM/codegeex2-6b-int4",
         )
@@ -455,239 +335,17 @@ def linear_names(config: GlmConfig, *, lm_head: bool) -> set[str]:
     return names
 
 
-def tensor_device(name: str, layer_devices: list[torch.device]) -> torch.device:
-    """Where a GLM tensor lives when layers are split: embeddings with the first layer, the final
-    norm and output layer with the last."""
-    if name.startswith("model.layers."):
-        return layer_devices[int(name.split(".")[2])]
-    if name.startswith("model.embed_tokens"):
-        return layer_devices[0]
-    return layer_devices[-1]
-
-
-def load_model(
-    model_dir: Path,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    quantize: str = "none",
-    layer_devices: list[torch.device] | None = None,
-    kernel: str | None = None,
-) -> GlmForCausalLM:
-    """``GlmForCausalLM`` with the checkpoint's weights on ``device`` in ``dtype``, in eval mode.
-
-    Built on the meta device, then each file is read and its tensors assigned before the next
-    file is opened, so no randomly initialised copy is ever allocated. ``quantize`` (``int8``,
-    ``int4``) turns full-precision linear weights into integers one tensor at a time; a
-    checkpoint stored quantized keeps its own integers and scales whatever ``quantize`` says,
-    since re-quantizing would lose precision. ``layer_devices`` (one device per layer) splits
-    the model; ``kernel`` forces a quantized kernel (tests compare them).
-    """
-    chatglm = read_config(model_dir)
-    stored = stored_quantization(chatglm)
-    config = glm_config(chatglm)
-    config._attn_implementation = "sdpa"
-    devices = layer_devices or [device] * config.num_hidden_layers
-    if len(devices) != config.num_hidden_layers:
-        raise ValueError(f"{len(devices)} layer devices for {config.num_hidden_layers} layers")
-    if stored is not None:
-        bits, group, quantized = (
-            stored.bits,
-            stored.group_size,
-            linear_names(config, lm_head=stored.lm_head),
-        )
-        if quantize not in ("none", f"int{bits}"):
-            logger.warning("%s is stored as INT%d; loading it as stored", model_dir, bits)
-    else:
-        bits = {"none": 0, "int8": 8, "int4": 4}[quantize]
-        group = INT4_GROUP_SIZE if bits == 4 else None
-        quantized = linear_names(config, lm_head=True) if bits else set()
-    with torch.device("meta"):
-        model = GlmForCausalLM(config)
-    swap_linears(model, bits, quantized)
-    expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
-    loaded: set[str] = set()
-    unexpected: list[str] = []
-    pending: dict[str, dict[str, torch.Tensor]] = {}
-    for path in weight_files(model_dir):
-        logger.debug("loading %s", path.name)
-        assigned: dict[str, torch.Tensor] = {}
-        for upstream_name, upstream in read_weights(path).items():
-            for name, tensor in glm_tensors(upstream_name, upstream, config):
-                module, _, suffix = name.rpartition(".")
-                target = tensor_device(name, devices)
-                if module in quantized and suffix in ("weight", "weight_scale"):
-                    if stored is not None and suffix == "weight" and tensor.dtype != torch.int8:
-                        raise ModelLoadError(
-                            f"{upstream_name} is {str(tensor.dtype).removeprefix('torch.')}, "
-                            f"but config.json says the weights are INT{bits} (int8 integers)",
-                            "the checkpoint is damaged; download the model again",
-                        )
-                    parts = pending.setdefault(module, {})
-                    parts[suffix] = tensor
-                    if stored is None or len(parts) == 2:
-                        _set_quantized(
-                            model,
-                            module,
-                            parts,
-                            stored,
-                            bits,
-                            group,
-                            target,
-                            dtype,
-                            kernel,
-                            upstream_name,
-                        )
-                        del pending[module]
-                        loaded.add(module + ".weight")
-                    continue
-                if name not in expected:
-                    unexpected.append(upstream_name)
-                    continue
-                if tensor.shape != expected[name]:
-                    raise ModelLoadError(
-                        f"{upstream_name} in {path.name} has shape {list(tensor.shape)}, "
-                        f"the config needs {list(expected[name])}",
-                        "config.json and the weights do not match; download the model again",
-                    )
-                assigned[name] = tensor.to(
-                    device=target, dtype=_storage_dtype(name, tensor, dtype, bits)
-                )
-        model.load_state_dict(assigned, strict=False, assign=True)
-        loaded.update(assigned)
-        del assigned
-    if unexpected:
-        raise ModelLoadError(
-            f"{model_dir} has tensors a ChatGLM2 model does not: {', '.join(unexpected[:5])}",
-            "this is not a ChatGLM2 checkpoint, or a variant that is not supported",
-        )
-    wanted = set(expected) | {module + ".weight" for module in quantized}
-    missing = sorted(wanted - loaded)
-    if missing:
-        raise ModelLoadError(
-            f"{model_dir} lacks {', '.join(missing[:5])}",
-            "the download is incomplete; download the model again",
-        )
-    _reset_rotary(model, devices[0])
-    _connect_devices(model, devices, dtype)
-    model.requires_grad_(False)
-    model.config.dtype = dtype
-    model.generation_config = GenerationConfig(
-        eos_token_id=EOS_ID, pad_token_id=PAD_ID, bos_token_id=None
-    )
-    model.eval()
-    logger.info(
-        "loaded %s: %d layers, %s%s on %s",
-        model_dir,
-        config.num_hidden_layers,
-        str(dtype).removeprefix("torch."),
-        f" with INT{bits} weights" if bits else "",
-        ", ".join(sorted({str(d) for d in devices})),
-    )
-    return model
-
-
-def _storage_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype, bits: int) -> torch.dtype:
-    """Quantized models keep the embedding table in the checkpoint's 16-bit precision.
-
-    Only one row per token is read from it, so a float32 copy would spend a gigabyte (6B) for
-    nothing; the lookup's output is cast to ``dtype`` (see ``_connect_devices``).
-    """
-    if (
-        bits
-        and name == "model.embed_tokens.weight"
-        and tensor.is_floating_point()
-        and tensor.element_size() < torch.finfo(dtype).bits // 8
-    ):
-        return tensor.dtype
-    return dtype
-
-
-def _set_quantized(
-    model: GlmForCausalLM,
-    module: str,
-    parts: dict[str, torch.Tensor],
-    stored: StoredQuantization | None,
-    bits: int,
-    group: int | None,
-    device: torch.device,
-    dtype: torch.dtype,
-    kernel: str | None,
-    upstream_name: str,
-) -> None:
-    """Give one :class:`QuantLinear` its integers: as stored, or quantized now from floats."""
-    linear = model.get_submodule(module)
-    assert isinstance(linear, QuantLinear)
-    if stored is None:
-        weight = parts["weight"]
-        q, scale = quantize_weight(weight, bits, group and int4_group_size(weight.shape[1]))
-    else:
-        q = unpack_int4(parts["weight"]) if bits == 4 else parts["weight"]
-        scale = parts["weight_scale"].float()
-        scale = scale.reshape(scale.shape[0], -1)
-    try:
-        linear.set_weight(q.to(device), scale.to(device), dtype, kernel)
-    except ValueError as error:
-        raise ModelLoadError(
-            f"{upstream_name}: {error}",
-            "config.json and the weights do not match; download the model again",
-        ) from error
-
-
-def _connect_devices(
-    model: GlmForCausalLM, devices: list[torch.device], dtype: torch.dtype
-) -> None:
-    """Hooks that carry activations across a layer split, and cast a 16-bit embedding's output.
-
-    Logits come back on the first device, where callers put their inputs.
-    """
-    embed = model.model.embed_tokens
-    if embed.weight.dtype != dtype:
-        embed.register_forward_hook(lambda module, args, output: output.to(dtype))
-    if len(set(devices)) == 1:
-        return
-    for layer, target in zip(model.model.layers, devices, strict=True):
-        layer.register_forward_pre_hook(_mover(target), with_kwargs=True)
-    model.model.norm.register_forward_pre_hook(_mover(devices[-1]), with_kwargs=True)
-    first = devices[0]
-    model.lm_head.register_forward_hook(lambda module, args, output: output.to(first))
-
-
-def _mover(
-    target: torch.device,
-) -> Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any]], tuple[Any, dict[str, Any]]]:
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(target)
-        if isinstance(value, tuple):
-            return tuple(move(item) for item in value)
-        return value
-
-    def hook(
-        module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]]:
-        return move(args), {key: move(value) for key, value in kwargs.items()}
-
-    return hook
-
-
-def _reset_rotary(model: GlmForCausalLM, device: torch.device) -> None:
-    """Replace the meta-device RoPE module with one computed in float32 on ``device``."""
-    rotary = type(model.model.rotary_emb)(config=model.config)
-    model.model.rotary_emb = rotary.to(device)
-
-
 def load_tokenizer(model_dir: Path) -> ChatGLM2Tokenizer:
     """The checkpoint's ``tokenizer.model``, read with sentencepiece."""
     path = model_dir / TOKENIZER_FILE
     if not path.is_file():
-        raise ModelLoadError(
+        raise LoadError(
             f"{model_dir} has no {TOKENIZER_FILE}",
             "the download is incomplete; download the model again",
         )
     try:
         return ChatGLM2Tokenizer(path)
     except (OSError, RuntimeError) as exc:
-        raise ModelLoadError(
+        raise LoadError(
             f"cannot read {path}: {exc}", "the file is damaged; download the model again"
         ) from exc

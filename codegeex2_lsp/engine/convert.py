@@ -22,17 +22,18 @@ from codegeex2_lsp.engine.checkpoint import (
     QUANTIZATION_KEY,
     SAFETENSORS_INDEX,
     TOKENIZER_FILE,
-    ModelLoadError,
+    StoredQuantization,
     glm_config,
     glm_tensors,
     linear_names,
     read_config,
     read_weights,
-    resolve_model_dir,
     stored_quantization,
     weight_files,
 )
-from codegeex2_lsp.engine.quantize import bits_of, int4_group_size, pack_int4, quantize_weight
+from codegeex2_lsp.engine.hub import resolve_model_dir
+from codegeex2_lsp.engine.quantize import bits_of, pack_int4, quantize_weight
+from codegeex2_lsp.errors import LoadError
 
 SHARD_BYTES = 2 * 10**9
 """Largest safetensors shard written; small enough for any file system and download tool."""
@@ -67,19 +68,18 @@ def convert(
     config = glm_config(chatglm)
     if stored is not None:
         if quantize not in ("none", f"int{stored.bits}"):
-            raise ModelLoadError(
+            raise LoadError(
                 f"{source} is stored as INT{stored.bits}; converting it to {quantize} would "
                 "lose precision",
                 f"convert it with --quantize int{stored.bits}, or start from the full checkpoint",
             )
-        bits, quantized = 0, set()
-        recorded = {"bits": stored.bits, "group_size": stored.group_size, "lm_head": stored.lm_head}
+        made, recorded = None, stored
     else:
         bits = bits_of(quantize)
-        quantized = linear_names(config, lm_head=True) if bits else set()
-        recorded = {"bits": bits, "group_size": 128 if bits == 4 else None, "lm_head": True}
+        made = recorded = StoredQuantization.made_now(bits) if bits else None
+    quantized = linear_names(config, lm_head=made.lm_head) if made is not None else set()
     if destination.exists() and any(destination.iterdir()):
-        raise ModelLoadError(
+        raise LoadError(
             f"{destination} is not empty", "choose a new directory for the converted checkpoint"
         )
     destination.mkdir(parents=True, exist_ok=True)
@@ -89,20 +89,19 @@ def convert(
         for upstream_name, upstream in read_weights(path).items():
             for name, tensor in glm_tensors(upstream_name, upstream, config):
                 module = name.removesuffix(".weight")
-                if module in quantized and name.endswith(".weight"):
-                    group = int4_group_size(tensor.shape[1]) if bits == 4 else None
-                    q, scale = quantize_weight(tensor, bits, group)
-                    writer.add(name, pack_int4(q) if bits == 4 else q)
+                if made is not None and module in quantized and name.endswith(".weight"):
+                    q, scale = quantize_weight(tensor, made.bits, made.group_for(tensor.shape[1]))
+                    writer.add(name, pack_int4(q) if made.bits == 4 else q)
                     writer.add(module + ".weight_scale", scale)
                 else:
                     writer.add(name, tensor)
     total, count = writer.finish()
     chatglm = {k: v for k, v in chatglm.items() if k != "quantization_bit"}
-    if recorded["bits"]:
-        chatglm[QUANTIZATION_KEY] = recorded
+    if recorded is not None:
+        chatglm[QUANTIZATION_KEY] = recorded.as_config()
     (destination / CONFIG_FILE).write_text(json.dumps(chatglm, indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(model_dir / TOKENIZER_FILE, destination / TOKENIZER_FILE)
-    done = f"int{recorded['bits']}" if recorded["bits"] else "none"
+    done = f"int{recorded.bits}" if recorded is not None else "none"
     return Converted(destination, total, count, done)
 
 

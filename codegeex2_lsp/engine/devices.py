@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-
-class DeviceError(ValueError):
-    """The requested device does not exist here; the message says what does."""
-
+from codegeex2_lsp.engine.quantize import bits_of
+from codegeex2_lsp.errors import LoadError
 
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "neon")
 """The CPU flags that decide which kernels and precisions are fast."""
@@ -86,7 +84,7 @@ class Placement:
 
     @property
     def bits(self) -> int:
-        return {"none": 0, "int8": 8, "int4": 4}[self.quantize]
+        return bits_of(self.quantize)
 
     def describe(self) -> str:
         """One line for logs and ``doctor``."""
@@ -180,6 +178,11 @@ def _cpu_dtype(quantize: str, hardware: Hardware, fits: Fits) -> tuple[torch.dty
     return torch.float32, "float32: the fastest exact precision on this CPU"
 
 
+def _missing(message: str) -> LoadError:
+    """A device the settings ask for that this machine does not have."""
+    return LoadError(message, "set codegeex2.device to 'auto' or 'cpu' and codegeex2.numGpus to 1")
+
+
 def _resolve_device(device: str, hardware: Hardware) -> torch.device:
     if device == "auto":
         if hardware.cuda_count:
@@ -191,12 +194,12 @@ def _resolve_device(device: str, hardware: Hardware) -> torch.device:
         return torch.device("cpu")
     if device == "mps":
         if not hardware.mps:
-            raise DeviceError("device 'mps' is not available here; use 'auto' or 'cpu'")
+            raise _missing("device 'mps' is not available here; use 'auto' or 'cpu'")
         return torch.device("mps")
     index = int(device.partition(":")[2] or 0)
     if index >= hardware.cuda_count:
         found = f"{hardware.cuda_count} CUDA GPU(s)" if hardware.cuda_count else "no CUDA GPU"
-        raise DeviceError(f"device {device!r} is not available: found {found}; use 'auto' or 'cpu'")
+        raise _missing(f"device {device!r} is not available: found {found}; use 'auto' or 'cpu'")
     return torch.device("cuda", index)
 
 
@@ -207,10 +210,10 @@ def _resolve_devices(
     if num_gpus <= 1:
         return (chosen,)
     if chosen.type != "cuda":
-        raise DeviceError(f"numGpus {num_gpus} needs CUDA GPUs; the model runs on {chosen.type}")
+        raise _missing(f"numGpus {num_gpus} needs CUDA GPUs; the model runs on {chosen.type}")
     first = chosen.index or 0
     if first + num_gpus > hardware.cuda_count:
-        raise DeviceError(
+        raise _missing(
             f"numGpus {num_gpus} from cuda:{first} needs {first + num_gpus} GPUs; "
             f"found {hardware.cuda_count}"
         )

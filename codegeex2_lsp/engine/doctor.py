@@ -15,24 +15,19 @@ from typing import Any
 import torch
 
 from codegeex2_lsp.config import Settings
-from codegeex2_lsp.engine.checkpoint import (
-    CONFIG_FILE,
-    ModelLoadError,
-    read_config,
-    stored_quantization,
-)
-from codegeex2_lsp.engine.devices import DeviceError, Hardware
+from codegeex2_lsp.engine.checkpoint import CONFIG_FILE, read_config, stored_quantization
+from codegeex2_lsp.engine.devices import Hardware
 from codegeex2_lsp.engine.memory import (
     CODEGEEX2_6B,
     RESERVE_BYTES,
     FreeBytes,
-    MemoryShortage,
     available_ram,
     free_bytes,
     gb,
-    plan_load,
 )
+from codegeex2_lsp.engine.placement import plan_load
 from codegeex2_lsp.engine.quantize import select_kernel
+from codegeex2_lsp.errors import LoadError
 
 
 @dataclass
@@ -92,9 +87,9 @@ def diagnose(
             stored_bits=stored.bits if stored else 0,
             free=free,
         )
-    except (DeviceError, MemoryShortage, ModelLoadError) as error:
+    except LoadError as error:
         out.lines.append("resolves to: cannot work")
-        out.problems.append(str(error))
+        out.problems.append(f"{error.message} ({error.hint})")
         return out
     placement = plan.placement
     settings_line = (
@@ -134,8 +129,8 @@ def find_model_config(model: str) -> tuple[dict[str, Any] | None, str]:
     if local.is_dir():
         try:
             return read_config(local), "local directory"
-        except ModelLoadError as error:
-            return None, f"local directory, unreadable: {error}"
+        except LoadError as error:
+            return None, f"local directory, unreadable: {error.message}"
     from huggingface_hub import try_to_load_from_cache
 
     try:

@@ -32,9 +32,6 @@ from torch.nn import functional as F
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("none", "int8", "int4")
-"""What the ``quantize`` setting can resolve to (``auto`` resolves to one of these)."""
-
 INT4_GROUP_SIZE = 128
 """Columns sharing one scale when INT4 is made at load time: far less error than one per row."""
 
@@ -44,7 +41,7 @@ _PACK_ROWS = 4096
 
 
 def bits_of(quantize: str) -> int:
-    """8 or 4 for ``int8``/``int4``; 0 for ``none``."""
+    """Integer bits per weight: 8 or 4 for ``int8``/``int4``; 0 for ``none``."""
     return {"none": 0, "int8": 8, "int4": 4}[quantize]
 
 
@@ -306,10 +303,10 @@ def make_kernel(
     return Int4DequantKernel(q, scale, dtype) if bits == 4 else Kernel(q, scale, dtype)
 
 
-def int4_group_size(in_features: int) -> int | None:
-    """Columns per scale for load-time INT4: 128, or the largest power of two from 32 dividing
-    ``in_features``; None (one scale per row) when none does."""
-    group = math.gcd(in_features, INT4_GROUP_SIZE)
+def int4_group_size(in_features: int, preferred: int = INT4_GROUP_SIZE) -> int | None:
+    """Columns per scale for INT4: ``preferred``, or the largest divisor of it from 32 on that
+    divides ``in_features``; None (one scale per row) when none does."""
+    group = math.gcd(in_features, preferred)
     return group if group >= 32 else None
 
 

@@ -21,17 +21,8 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from codegeex2_lsp.config import LoadSpec
-from codegeex2_lsp.engine.checkpoint import (
-    ModelLoadError,
-    load_model,
-    load_tokenizer,
-    read_config,
-    resolve_model_dir,
-    stored_quantization,
-)
-from codegeex2_lsp.engine.devices import DeviceError, Hardware
+from codegeex2_lsp.engine.loader import load_local
 from codegeex2_lsp.engine.local import Cancelled, LocalModel, decode_mode
-from codegeex2_lsp.engine.memory import MemoryShortage, plan_load
 from codegeex2_lsp.errors import LoadError
 
 log = logging.getLogger(__name__)
@@ -263,67 +254,3 @@ def _drop(ticket: Ticket[Any]) -> None:
     """End ``ticket`` unstarted; its waiter may have cancelled the future already."""
     if not ticket.future.done():
         ticket.future.set_exception(Cancelled())
-
-
-def load_local(
-    spec: LoadSpec, progress: Callable[[str], None] | None = None
-) -> tuple[LocalModel, str]:
-    """Load the model ``spec`` names, turning every failure into a :class:`LoadError`.
-
-    Memory is checked before any weight is read, so a model that cannot fit is refused with the
-    numbers and the setting that would fit. Without ``progress`` a download shows the hub's own
-    progress bars (the command line); with it, download progress goes to ``progress``.
-    """
-    report = progress or (lambda message: None)
-    try:
-        hardware = Hardware.detect()
-        report(f"Finding {spec.model}")
-        directory = resolve_model_dir(spec.model, progress=progress)
-        chatglm = read_config(directory)
-        stored = stored_quantization(chatglm)
-        plan = plan_load(
-            chatglm,
-            device=spec.device,
-            dtype=spec.dtype,
-            quantize=spec.quantize,
-            num_gpus=spec.num_gpus,
-            hardware=hardware,
-            stored_bits=stored.bits if stored else 0,
-        )
-        placement = plan.placement
-        report("Reading the tokenizer")
-        tokenizer = load_tokenizer(directory)
-        report(f"Loading weights on {placement.describe()}")
-        model = load_model(
-            directory,
-            device=placement.device,
-            dtype=placement.dtype,
-            quantize=placement.quantize,
-            layer_devices=plan.layer_devices,
-        )
-    except ModelLoadError as error:
-        raise LoadError(error.message, error.hint) from error
-    except DeviceError as error:
-        raise LoadError(
-            str(error), "set codegeex2.device to 'auto' or 'cpu' and codegeex2.numGpus to 1"
-        ) from error
-    except MemoryShortage as error:
-        raise LoadError(
-            f"not enough memory for {spec.model}: {error}",
-            "change the setting named, or close other programs",
-        ) from error
-    except (MemoryError, torch.OutOfMemoryError) as error:
-        raise LoadError(
-            f"not enough memory to load {spec.model} on {spec.device}",
-            "close other programs, or set codegeex2.quantize to int8 or int4",
-        ) from error
-    except Exception as error:
-        raise LoadError(
-            f"loading {spec.model} failed: {error}",
-            "check codegeex2.model, codegeex2.device, codegeex2.dtype and codegeex2.quantize; "
-            "the log has details",
-        ) from error
-    description = f"{spec.model} on {placement.describe()}"
-    if plan.note != "fits":
-        description += f"; {plan.note}"
-    return LocalModel(model, tokenizer), description
