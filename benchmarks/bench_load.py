@@ -21,7 +21,7 @@ import torch
 
 from codegeex2_lsp.engine.convert import convert
 from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.testing import write_tiny_model
+from codegeex2_lsp.testing import codegeex2_6b_shape, write_tiny_model
 
 # (source directory name, quantize setting, dtype)
 CASES = [
@@ -57,16 +57,7 @@ def main() -> int:
     upstream = args.workdir / "upstream"
     if not upstream.exists():
         write_tiny_model(
-            upstream,
-            num_layers=args.layers,
-            hidden_size=4096,
-            ffn_hidden_size=13696,
-            num_attention_heads=32,
-            multi_query_group_num=2,
-            kv_channels=128,
-            padded_vocab_size=65024,
-            dtype=torch.bfloat16,
-            shards=max(1, args.layers // 2),
+            upstream, **codegeex2_6b_shape(args.layers), shards=max(1, args.layers // 2)
         )
     for quantize in ("none", "int8", "int4"):
         target = args.workdir / f"converted-{quantize}"

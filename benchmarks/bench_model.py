@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from transformers import DynamicCache, GlmForCausalLM
 
-from codegeex2_lsp.engine.checkpoint import glm_config, linear_names
+from codegeex2_lsp.engine.checkpoint import StoredQuantization, glm_config, linear_names
 from codegeex2_lsp.engine.local import PREFILL_CHUNK
 from codegeex2_lsp.engine.quantize import (
     QuantLinear,
-    int4_group_size,
+    bits_of,
     swap_linears,
 )
-from codegeex2_lsp.testing import tiny_config
+from codegeex2_lsp.testing import codegeex2_6b_shape, tiny_config
 
 # name: (attention, dtype, quantize)
 CONFIGS = {
@@ -52,17 +52,7 @@ CONFIGS = {
 
 
 def full_size_config(layers: int) -> dict[str, object]:
-    return tiny_config(
-        num_layers=layers,
-        hidden_size=4096,
-        ffn_hidden_size=13696,
-        num_attention_heads=32,
-        multi_query_group_num=2,
-        kv_channels=128,
-        seq_length=8192,
-        padded_vocab_size=65024,
-        dtype=torch.bfloat16,
-    )
+    return tiny_config(**codegeex2_6b_shape(layers))
 
 
 def build(name: str, layers: int, device: torch.device) -> GlmForCausalLM:
@@ -72,7 +62,7 @@ def build(name: str, layers: int, device: torch.device) -> GlmForCausalLM:
     config._attn_implementation = attention
     with torch.device("meta"):
         model = GlmForCausalLM(config)
-    bits = {"none": 0, "int8": 8, "int4": 4}[quantize]
+    bits = bits_of(quantize)
     quantized = linear_names(config, lm_head=True) if bits else set()
     swap_linears(model, bits, quantized)
     generator = torch.Generator().manual_seed(0)
@@ -81,7 +71,7 @@ def build(name: str, layers: int, device: torch.device) -> GlmForCausalLM:
         assert isinstance(module, QuantLinear)
         top = 2 ** (bits - 1)
         q = torch.randint(-top, top, (module.out_features, module.in_features), dtype=torch.int8)
-        group = int4_group_size(module.in_features) if bits == 4 else None
+        group = StoredQuantization.made_now(bits).group_for(module.in_features)
         scale = torch.full(
             (module.out_features, module.in_features // (group or module.in_features)), 0.02 / top
         )

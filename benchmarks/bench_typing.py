@@ -36,14 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
-from codegeex2_lsp.testing import write_tiny_model
+from codegeex2_lsp.testing import codegeex2_6b_shape, write_tiny_model
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 
 URI = "file:///bench/queue.py"
@@ -62,16 +61,7 @@ MID_SIZE = {
 }
 """About 100M parameters: a cold 2,000-token prefill takes seconds on one or two CPU cores."""
 
-FULL_SIZE = {
-    "num_layers": 28,
-    "hidden_size": 4096,
-    "ffn_hidden_size": 13696,
-    "num_attention_heads": 32,
-    "multi_query_group_num": 2,
-    "kv_channels": 128,
-    "padded_vocab_size": 65024,
-    "dtype": torch.bfloat16,
-}
+FULL_SIZE = codegeex2_6b_shape()
 """CodeGeeX2-6B's shapes with random weights (12.5 GB written): for a GPU."""
 
 CHECKPOINTS: dict[str, dict[str, Any]] = {"tiny": {}, "mid": MID_SIZE, "full": FULL_SIZE}

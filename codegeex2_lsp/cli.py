@@ -179,6 +179,7 @@ def make_tiny_model_command(argv: Sequence[str]) -> int:
         "--num-attention-heads",
         "--multi-query-group-num",
         "--kv-channels",
+        "--vocab-multiple",
         "--shards",
         "--seed",
     ):

@@ -104,6 +104,15 @@ def test_sizes_dtype_and_shards(tmp_path: Path) -> None:
     assert model.model.layers[2].mlp.down_proj.weight.shape == (96, 200)
 
 
+def test_vocabulary_can_match_the_tokenizer_exactly(tmp_path: Path) -> None:
+    model_dir = write_tiny_model(tmp_path, vocab_pieces=600, vocab_multiple=1)
+    config = json.loads((model_dir / "config.json").read_text())
+    # The pieces and the five special tokens, unpadded: 605 is no multiple of 64.
+    assert config["padded_vocab_size"] == load_tokenizer(model_dir).piece_count + 5 == 605
+    model = load_model(model_dir, device=CPU, dtype=torch.float32)
+    assert model.lm_head.weight.shape[0] == 605
+
+
 def test_padded_vocab_must_hold_the_specials(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="padded_vocab_size"):
         write_tiny_model(tmp_path, padded_vocab_size=1000)

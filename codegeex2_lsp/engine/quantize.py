@@ -46,12 +46,18 @@ def bits_of(quantize: str) -> int:
 
 
 def quantize_weight(
-    weight: torch.Tensor, bits: int, group_size: int | None = None
+    weight: torch.Tensor,
+    bits: int,
+    group_size: int | None = None,
+    *,
+    scale_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric quantization as upstream does it: ``scale = max|w| / (2^(bits-1) - 1)``.
 
-    weight: [out, in] -> q: int8 [out, in] in [-2^(bits-1), 2^(bits-1) - 1], scale: float32
-    [out, in / group_size] (one column when ``group_size`` is None: one scale per row).
+    weight: [out, in] -> q: int8 [out, in] in [-2^(bits-1), 2^(bits-1) - 1], scale:
+    ``scale_dtype`` [out, in / group_size] (one column when ``group_size`` is None: one scale per
+    row). The integers are computed with the scales as stored, so float16 scales (upstream's)
+    reproduce upstream's integers.
     """
     out_features, in_features = weight.shape
     group = group_size or in_features
@@ -59,7 +65,7 @@ def quantize_weight(
         raise ValueError(f"group size {group} does not divide {in_features} columns")
     top = 2 ** (bits - 1) - 1
     grouped = weight.float().reshape(out_features, in_features // group, group)
-    scale = grouped.abs().amax(dim=-1) / top
+    scale = (grouped.abs().amax(dim=-1) / top).to(scale_dtype)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(grouped / scale.unsqueeze(-1)).clamp(-top - 1, top).to(torch.int8)
     return q.reshape(out_features, in_features), scale
