@@ -28,8 +28,6 @@ _SPACE_SYMBOL = "\u2581"
 # of any character the continuation might finish.
 _MAX_UTF8_LEN = 4
 
-_SPECIAL_NAMES = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")
-
 
 class ChatGLM2Tokenizer:
     """Encodes prompts and decodes generated ids the way the ChatGLM2 model saw them in training."""
@@ -46,11 +44,6 @@ class ChatGLM2Tokenizer:
         self.prefix_ids: tuple[int, int] = (self.gmask_id, self.sop_id)
         self._bytes = [self._piece_bytes(i) for i in range(n)]
         logger.debug("tokenizer %s: %d pieces", model_file, n)
-
-    @property
-    def vocab_size(self) -> int:
-        """Pieces plus the five special tokens; the model's embedding may be padded beyond it."""
-        return self.piece_count + len(_SPECIAL_NAMES)
 
     def _piece_bytes(self, piece_id: int) -> bytes:
         if self._sp.is_byte(piece_id):
