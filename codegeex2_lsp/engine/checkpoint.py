@@ -203,8 +203,7 @@ def glm_tensors(
             return
         if rest.startswith("self_attention.query_key_value."):
             kind = rest.rsplit(".", 1)[1]
-            q_rows = config.num_attention_heads * config.head_dim
-            kv_rows = config.num_key_value_heads * config.head_dim
+            q_rows, kv_rows = _qkv_rows(config)
             if tensor.shape[0] == q_rows + 2 * kv_rows:
                 q, k, v = torch.split(tensor, [q_rows, kv_rows, kv_rows])
                 yield prefix + f"self_attn.q_proj.{kind}", q
@@ -212,6 +211,16 @@ def glm_tensors(
                 yield prefix + f"self_attn.v_proj.{kind}", v
                 return
     yield name, tensor
+
+
+def _qkv_rows(config: GlmConfig) -> tuple[int, int]:
+    """Rows of the query part and of the key (or value) part of a fused attention weight."""
+    # glm_config sets both; GlmConfig types them as optional.
+    assert config.head_dim is not None and config.num_key_value_heads is not None
+    return (
+        config.num_attention_heads * config.head_dim,
+        config.num_key_value_heads * config.head_dim,
+    )
 
 
 def weight_files(model_dir: Path) -> list[Path]:

@@ -66,6 +66,8 @@ def convert(
     chatglm = read_config(model_dir)
     stored = stored_quantization(chatglm)
     config = glm_config(chatglm)
+    made: StoredQuantization | None
+    recorded: StoredQuantization | None
     if stored is not None:
         if quantize not in ("none", f"int{stored.bits}"):
             raise LoadError(

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from transformers import DynamicCache, GlmForCausalLM, StaticCache
+from transformers import DynamicCache, GlmForCausalLM
 
+from codegeex2_lsp.engine.kvcache import CacheEntry, PrefixCache, StaticDecoder, static_length
 from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ DEFAULT_CACHE_BYTES = 256 * 2**20
 """KV memory kept for prefix reuse unless told otherwise: a few full-context documents of the
 full-size model in 16-bit (about 28 KiB per token)."""
 
-STATIC_LENGTH_STEP = 256
-"""The static cache's length is rounded up to this, so nearby context settings share one graph."""
 
 DecodeMode = Literal["dynamic", "static", "compiled"]
 """How decode runs: on the growing prefix cache, on a static cache eagerly, or compiled."""
@@ -110,138 +108,6 @@ def decode_mode(setting: str, device: torch.device) -> DecodeMode:
     return "dynamic"
 
 
-@dataclass
-class _Entry:
-    """One document's reusable KV cache and the token ids it holds."""
-
-    cache: DynamicCache | None = None
-    ids: list[int] = field(default_factory=list)
-
-    def nbytes(self) -> int:
-        if self.cache is None:
-            return 0
-        return sum(
-            layer.keys.nbytes + layer.values.nbytes
-            for layer in self.cache.layers
-            if layer.is_initialized
-        )
-
-    def crop(self, keep: int) -> None:
-        """Keep the first ``keep`` tokens."""
-        if self.cache is not None and keep < len(self.ids):
-            self.cache.crop(keep - len(self.ids))
-        del self.ids[keep:]
-
-
-class PrefixCache:
-    """KV caches of recent prompts, one per document, within a byte budget (LRU).
-
-    Entries are taken out while a generation runs on them and put back afterwards, so a
-    generation that fails can never leave a half-updated entry behind. ``nbytes`` is a plain
-    number, recounted on every change, so other threads can read it while the model runs.
-    """
-
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self.nbytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _recount(self) -> int:
-        self.nbytes = sum(entry.nbytes() for entry in self._entries.values())
-        return self.nbytes
-
-    def take(self, key: str) -> _Entry:
-        entry = self._entries.pop(key, None) or _Entry()
-        self._recount()
-        return entry
-
-    def put(self, key: str, entry: _Entry, budget: int) -> None:
-        """Keep ``entry`` as the most recent; drop the least recent until all fit ``budget``.
-
-        An entry too big for the budget on its own is cropped to fit: its leading tokens are
-        the ones the next keystroke reuses.
-        """
-        size = entry.nbytes()
-        if size > budget and entry.ids:
-            entry.crop(len(entry.ids) * budget // size)
-            size = entry.nbytes()
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while self._recount() > budget and self._entries:
-            self._entries.popitem(last=False)
-
-    def forget(self, key: str | None = None) -> None:
-        """Drop one document's entry, or every entry."""
-        if key is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(key, None)
-        self._recount()
-
-
-class StaticDecoder:
-    """A static KV cache of fixed length and a one-token decode step, compiled or eager.
-
-    A fixed-shape step is what ``torch.compile`` turns into one CUDA graph, so a decode step
-    costs one launch instead of hundreds of kernels. The prompt's KV is copied in from the
-    prefix cache before each generation; generated tokens stay here.
-    """
-
-    def __init__(self, model: GlmForCausalLM, length: int, *, compiled: bool) -> None:
-        self.model = model
-        self.length = length
-        self.compiled = compiled
-        self.cache = StaticCache(config=model.config, max_cache_len=length)
-        self._filled = 0
-        device = next(model.parameters()).device
-        self._token = torch.zeros((1, 1), dtype=torch.long, device=device)
-        self._position = torch.zeros((1, 1), dtype=torch.long, device=device)
-        self._step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._eager_step
-        if compiled:
-            mode = "reduce-overhead" if device.type == "cuda" else "default"
-            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, dynamic=False)
-
-    def _eager_step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        # token, position: [1, 1] -> logits of the token: [V]
-        output = self.model(
-            input_ids=token,
-            position_ids=position,
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return output.logits[0, -1]
-
-    def load(self, source: DynamicCache, count: int) -> None:
-        """Copy the first ``count`` tokens of ``source`` in, dropping what was here."""
-        for layer, given in zip(self.cache.layers, source.layers, strict=True):
-            if not layer.is_initialized:
-                layer.lazy_initialization(given.keys[:, :, :1], given.values[:, :, :1])
-            layer.keys[:, :, :count].copy_(given.keys[:, :, :count])
-            layer.values[:, :, :count].copy_(given.values[:, :, :count])
-            layer.cumulative_length.fill_(count)
-        self._filled = count
-
-    def step(self, token: int) -> torch.Tensor:
-        """Run ``token`` at the next position; the logits of what follows it: [V]."""
-        if self._filled >= self.length:
-            raise ValueError(f"the static cache holds {self.length} tokens")
-        self._token.fill_(token)
-        self._position.fill_(self._filled)
-        logits = self._step(self._token, self._position)
-        self._filled += 1
-        # A CUDA graph's output is overwritten by its next replay: keep a copy.
-        return logits.clone() if self.compiled else logits
-
-    def warm_up(self, source: DynamicCache, count: int, steps: int = 3) -> None:
-        """Compile and record the step ahead of the first request (CUDA graphs need a few)."""
-        for _ in range(steps):
-            self.load(source, count)
-            self.step(0)
-
-
 class LocalModel:
     """One loaded model and its tokenizer; used by exactly one thread at a time."""
 
@@ -272,7 +138,7 @@ class LocalModel:
         Compiling takes seconds to minutes, so it belongs to loading or to a settings change,
         never to the first keystroke's request.
         """
-        length = -(-context_tokens // STATIC_LENGTH_STEP) * STATIC_LENGTH_STEP
+        length = static_length(context_tokens)
         current = self._static
         if mode == "dynamic":
             self._static = None
@@ -325,7 +191,7 @@ class LocalModel:
             entry = self.prefixes.take(cache_key)
         else:
             self.prefixes.forget()
-            entry = _Entry()
+            entry = CacheEntry()
         try:
             return self._generate(entry, list(prompt_ids), params, cancelled, should_stop)
         finally:
@@ -335,7 +201,7 @@ class LocalModel:
 
     def _generate(
         self,
-        entry: _Entry,
+        entry: CacheEntry,
         prompt_ids: list[int],
         params: SamplingParams,
         cancelled: Callable[[], bool],
@@ -386,7 +252,7 @@ class LocalModel:
         return result
 
     def _prefill(
-        self, entry: _Entry, ids: list[int], result: Generation, cancelled: Callable[[], bool]
+        self, entry: CacheEntry, ids: list[int], result: Generation, cancelled: Callable[[], bool]
     ) -> torch.Tensor:
         # At least the last prompt token is always run, so there are logits to sample from.
         keep = min(common_prefix_length(entry.ids, ids), len(ids) - 1)
@@ -410,7 +276,7 @@ class LocalModel:
         assert logits is not None
         return logits
 
-    def _forward(self, entry: _Entry, ids: list[int]) -> torch.Tensor:
+    def _forward(self, entry: CacheEntry, ids: list[int]) -> torch.Tensor:
         # ids: [S] new tokens after those already in the cache -> logits of the last one: [V]
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         try:

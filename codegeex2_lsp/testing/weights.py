@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import sentencepiece as spm
 import torch
@@ -40,7 +41,9 @@ class Weights:
     # Attention logit lost per rotary frequency by looking anywhere but one token back.
     previous_token_focus = 56.0
 
-    def __init__(self, config: dict[str, object], tokenizer: spm.SentencePieceProcessor, seed: int):
+    def __init__(
+        self, config: dict[str, Any], tokenizer: spm.SentencePieceProcessor, seed: int
+    ) -> None:
         self.hidden = int(config["hidden_size"])
         self.vocab = int(config["padded_vocab_size"])
         self.heads = int(config["num_attention_heads"])

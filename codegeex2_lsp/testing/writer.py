@@ -34,7 +34,7 @@ def tiny_config(
     seq_length: int,
     padded_vocab_size: int,
     dtype: torch.dtype,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """An upstream ``config.json`` (field names and fixed values as in THUDM/codegeex2-6b)."""
     return {
         "_name_or_path": "THUDM/codegeex2-6b",

@@ -1,0 +1,170 @@
+"""The KV caches generation runs on: each document's reusable prefix, and the static cache of
+the compiled decode step.
+
+Consecutive keystrokes share almost all of their prompt, so the KV cache of each document's
+last prompt is kept (within a memory budget, least recently used documents dropped first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import torch
+from transformers import DynamicCache, GlmForCausalLM, StaticCache
+from transformers.cache_utils import CacheLayerMixin, StaticLayer
+
+STATIC_LENGTH_STEP = 256
+"""The static cache's length is rounded up to this, so nearby context settings share one graph."""
+
+
+def static_length(context_tokens: int) -> int:
+    """The static cache length for a context of ``context_tokens``."""
+    return -(-context_tokens // STATIC_LENGTH_STEP) * STATIC_LENGTH_STEP
+
+
+def _kv(layer: object) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A cache layer's keys and values, once it holds any: [B, groups, T, head_dim] each."""
+    if not isinstance(layer, CacheLayerMixin) or layer.keys is None or layer.values is None:
+        return None
+    return layer.keys, layer.values
+
+
+@dataclass
+class CacheEntry:
+    """One document's reusable KV cache and the token ids it holds."""
+
+    cache: DynamicCache | None = None
+    ids: list[int] = field(default_factory=list)
+
+    def nbytes(self) -> int:
+        if self.cache is None:
+            return 0
+        held = (_kv(layer) for layer in self.cache.layers)
+        return sum(keys.nbytes + values.nbytes for keys, values in filter(None, held))
+
+    def crop(self, keep: int) -> None:
+        """Keep the first ``keep`` tokens."""
+        if self.cache is not None and keep < len(self.ids):
+            self.cache.crop(keep - len(self.ids))
+        del self.ids[keep:]
+
+
+class PrefixCache:
+    """KV caches of recent prompts, one per document, within a byte budget (LRU).
+
+    Entries are taken out while a generation runs on them and put back afterwards, so a
+    generation that fails can never leave a half-updated entry behind. ``nbytes`` is a plain
+    number, recounted on every change, so other threads can read it while the model runs.
+    """
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _recount(self) -> int:
+        self.nbytes = sum(entry.nbytes() for entry in self._entries.values())
+        return self.nbytes
+
+    def take(self, key: str) -> CacheEntry:
+        entry = self._entries.pop(key, None) or CacheEntry()
+        self._recount()
+        return entry
+
+    def put(self, key: str, entry: CacheEntry, budget: int) -> None:
+        """Keep ``entry`` as the most recent; drop the least recent until all fit ``budget``.
+
+        An entry too big for the budget on its own is cropped to fit: its leading tokens are
+        the ones the next keystroke reuses.
+        """
+        size = entry.nbytes()
+        if size > budget and entry.ids:
+            entry.crop(len(entry.ids) * budget // size)
+            size = entry.nbytes()
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while self._recount() > budget and self._entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key: str | None = None) -> None:
+        """Drop one document's entry, or every entry."""
+        if key is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(key, None)
+        self._recount()
+
+
+class StaticDecoder:
+    """A static KV cache of fixed length and a one-token decode step, compiled or eager.
+
+    A fixed-shape step is what ``torch.compile`` turns into one CUDA graph, so a decode step
+    costs one launch instead of hundreds of kernels. The prompt's KV is copied in from the
+    prefix cache before each generation; generated tokens stay here.
+    """
+
+    def __init__(self, model: GlmForCausalLM, length: int, *, compiled: bool) -> None:
+        self.model = model
+        self.length = length
+        self.compiled = compiled
+        self.cache = StaticCache(config=model.config, max_cache_len=length)
+        self._filled = 0
+        device = next(model.parameters()).device
+        self._token = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self._position = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self._step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._eager_step
+        if compiled:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"
+            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, dynamic=False)
+
+    def _eager_step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        # token, position: [1, 1] -> logits of the token: [V]
+        output = self.model(
+            input_ids=token,
+            position_ids=position,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return output.logits[0, -1]
+
+    def load(self, source: DynamicCache, count: int) -> None:
+        """Copy the first ``count`` tokens of ``source`` in, dropping what was here."""
+        for layer, given in zip(self.cache.layers, source.layers, strict=True):
+            assert isinstance(layer, StaticLayer)
+            kv = _kv(given)
+            if kv is None:
+                raise ValueError("the prompt's KV cache is empty")
+            keys, values = kv
+            if not layer.is_initialized:
+                layer.lazy_initialization(keys[:, :, :1], values[:, :, :1])
+            held = _kv(layer)
+            assert held is not None
+            held[0][:, :, :count].copy_(keys[:, :, :count])
+            held[1][:, :, :count].copy_(values[:, :, :count])
+            # A tensor on static layers (the compiled step reads it in place); the base class
+            # types it as an int.
+            cast(torch.Tensor, layer.cumulative_length).fill_(count)
+        self._filled = count
+
+    def step(self, token: int) -> torch.Tensor:
+        """Run ``token`` at the next position; the logits of what follows it: [V]."""
+        if self._filled >= self.length:
+            raise ValueError(f"the static cache holds {self.length} tokens")
+        self._token.fill_(token)
+        self._position.fill_(self._filled)
+        logits = self._step(self._token, self._position)
+        self._filled += 1
+        # A CUDA graph's output is overwritten by its next replay: keep a copy.
+        return logits.clone() if self.compiled else logits
+
+    def warm_up(self, source: DynamicCache, count: int, steps: int = 3) -> None:
+        """Compile and record the step ahead of the first request (CUDA graphs need a few)."""
+        for _ in range(steps):
+            self.load(source, count)
+            self.step(0)
