@@ -17,7 +17,7 @@ from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache, Prompt, build_prompt, split_document
 from codegeex2_lsp.engine.local import Generation, LocalModel, SamplingParams
 from codegeex2_lsp.languages import canonical_language_id, tag_line
-from codegeex2_lsp.postprocess import is_settled, postprocess
+from codegeex2_lsp.postprocess import PostContext, is_settled, make_context, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +144,22 @@ def finish(request: CompletionRequest, raw_text: str) -> str:
     garbage = _GARBAGE.search(raw_text)
     if garbage is not None:
         raw_text = raw_text[: garbage.start()]
-    return postprocess(
-        raw_text,
-        prefix=request.prefix,
-        suffix=request.suffix,
-        language_id=request.language_id or "plaintext",
-        multiline=request.multiline,  # type: ignore[arg-type]
+    return postprocess(raw_text, _post_context(request))
+
+
+def _post_context(request: CompletionRequest) -> PostContext:
+    return make_context(
+        request.prefix,
+        request.suffix,
+        request.language_id or "plaintext",
+        request.multiline,  # type: ignore[arg-type]
         insert_spaces=request.insert_spaces,
         tab_size=request.tab_size,
     )
 
 
 def _stop_rule(request: CompletionRequest) -> Callable[[str], bool]:
+    ctx = _post_context(request)
     seen = 0
 
     def should_stop(text: str) -> bool:
@@ -163,13 +167,7 @@ def _stop_rule(request: CompletionRequest) -> Callable[[str], bool]:
         new_from, seen = seen, len(text)
         if _SETTLING_CHARACTERS.isdisjoint(text[new_from:]) and not _line_began(text, new_from):
             return False
-        return is_settled(
-            text,
-            prefix=request.prefix,
-            suffix=request.suffix,
-            language_id=request.language_id or "plaintext",
-            multiline=request.multiline,  # type: ignore[arg-type]
-        )
+        return is_settled(text, ctx)
 
     return should_stop
 

@@ -14,7 +14,7 @@ from lsprotocol import types
 from pytest_lsp.client import make_test_lsp_client
 
 from codegeex2_lsp import __version__
-from codegeex2_lsp.postprocess import postprocess
+from codegeex2_lsp.postprocess import make_context, postprocess
 from tests.lsp_support import Reference
 
 pytestmark = pytest.mark.slow
@@ -86,7 +86,7 @@ def test_complete_prints_the_post_processed_suggestion(
     )
     assert result.returncode == 0, result.stderr
     raw = reference.greedy("# language: Python\n" + SOURCE, 64)
-    expected = postprocess(raw, prefix=SOURCE, suffix="", language_id="python")
+    expected = postprocess(raw, make_context(SOURCE, "", "python"))
     assert expected
     assert result.stdout == expected
 

@@ -3,7 +3,7 @@ situations: a document with the cursor in it, the model's raw text, and what sho
 inserted. The cases live in tests/postprocess_cases/*.txt, one language family a file:
 
     === <language id> | <what the case shows>
-    --- options            (optional: `key: value` lines, passed to postprocess; `crlf: true`
+    --- options            (optional: `key: value` lines, passed to make_context; `crlf: true`
                             turns the document's line ends into CRLF, and the expected text's)
     --- document           (the text around the cursor, which is marked with █)
     --- raw                (the model's text)
@@ -21,7 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from codegeex2_lsp.postprocess import is_settled, postprocess
+from codegeex2_lsp.postprocess import (
+    PostContext,
+    is_settled,
+    make_context,
+    offers_nothing,
+    postprocess,
+)
 
 CASES_DIR = Path(__file__).parent / "postprocess_cases"
 CURSOR = "█"
@@ -39,14 +45,9 @@ class Case:
     expected: str
     options: dict = field(default_factory=dict)
 
-    def kwargs(self) -> dict:
-        settled_options = {k: v for k, v in self.options.items() if k == "multiline"}
-        return {
-            "prefix": self.prefix,
-            "suffix": self.suffix,
-            "language_id": self.language_id,
-            **settled_options,
-        }
+    def context(self, multiline: str | None = None) -> PostContext:
+        options = {**self.options, **({"multiline": multiline} if multiline else {})}
+        return make_context(self.prefix, self.suffix, self.language_id, **options)
 
 
 def _visible(text: str) -> str:
@@ -105,37 +106,30 @@ def test_the_table_is_wide() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_postprocess(case: Case) -> None:
-    got = postprocess(
-        case.raw,
-        prefix=case.prefix,
-        suffix=case.suffix,
-        language_id=case.language_id,
-        **case.options,
-    )
-    assert got == case.expected
+    assert postprocess(case.raw, case.context()) == case.expected
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_stopping_early_never_changes_the_result(case: Case) -> None:
     """Once is_settled says so, no more text changes the answer (and it stays settled)."""
-    kwargs = case.kwargs()
-    full = postprocess(case.raw, **kwargs)
-    first = next((k for k in range(len(case.raw) + 1) if is_settled(case.raw[:k], **kwargs)), None)
+    ctx = case.context()
+    full = postprocess(case.raw, ctx)
+    first = next((k for k in range(len(case.raw) + 1) if is_settled(case.raw[:k], ctx)), None)
     if first is None:
         return
-    assert postprocess(case.raw[:first], **kwargs) == full, case.raw[:first]
-    assert all(is_settled(case.raw[:k], **kwargs) for k in range(first, len(case.raw) + 1))
+    assert postprocess(case.raw[:first], ctx) == full, case.raw[:first]
+    assert all(is_settled(case.raw[:k], ctx) for k in range(first, len(case.raw) + 1))
 
 
 @pytest.mark.parametrize("multiline", ["auto", "always", "never"])
 def test_any_partial_text_is_handled(multiline: str) -> None:
     """Whatever the model has written so far, in any mode: no error, clean line ends."""
     for case in CASES:
-        kwargs = {**case.kwargs(), "multiline": multiline}
+        ctx = case.context(multiline)
         crlf = "\r\n" in case.prefix or "\r\n" in case.suffix
         for k in range(0, len(case.raw) + 1, 3):
-            got = postprocess(case.raw[:k], **kwargs)
-            is_settled(case.raw[:k], **kwargs)
+            got = postprocess(case.raw[:k], ctx)
+            is_settled(case.raw[:k], ctx)
             lines = got.split("\r\n" if crlf else "\n")
             assert "\r" not in "".join(lines), (case.name, k)
             if len(lines) > 1:
@@ -143,14 +137,8 @@ def test_any_partial_text_is_handled(multiline: str) -> None:
 
 
 def test_formatting_options_convert_only_leading_whitespace() -> None:
-    got = postprocess(
-        "if x:\n\t\treturn '\\t'\n\treturn 0",
-        prefix="def f(x):\n  ",
-        suffix="",
-        language_id="python",
-        insert_spaces=True,
-        tab_size=2,
-    )
+    ctx = make_context("def f(x):\n  ", "", "python", insert_spaces=True, tab_size=2)
+    got = postprocess("if x:\n\t\treturn '\\t'\n\treturn 0", ctx)
     assert got == "if x:\n    return '\\t'\n  return 0"
 
 
@@ -178,26 +166,64 @@ _CONTINUATIONS = [
 @pytest.mark.parametrize("multiline", ["auto", "always", "never"])
 def test_nothing_generated_after_settling_changes_the_result(multiline: str) -> None:
     for case in CASES:
-        kwargs = {**case.kwargs(), "multiline": multiline}
-        first = next(
-            (k for k in range(len(case.raw) + 1) if is_settled(case.raw[:k], **kwargs)), None
-        )
+        ctx = case.context(multiline)
+        first = next((k for k in range(len(case.raw) + 1) if is_settled(case.raw[:k], ctx)), None)
         if first is None:
             continue
-        settled = postprocess(case.raw[:first], **kwargs)
+        settled = postprocess(case.raw[:first], ctx)
         for more in [*_CONTINUATIONS, *(other.raw for other in CASES[::7])]:
-            got = postprocess(case.raw[:first] + more, **kwargs)
+            got = postprocess(case.raw[:first] + more, ctx)
             assert got == settled, (case.name, more)
 
 
 def test_a_line_left_of_the_block_settles_at_its_first_character() -> None:
     """Decoding can stop as soon as a dedented line shows itself, before it is finished."""
     prefix = "def total(items):\n    s = 0\n    for it in items:\n        "
-    python = {"prefix": prefix, "suffix": "", "language_id": "python"}
-    assert not is_settled("s += it\n    ", **python)
-    assert is_settled("s += it\n    r", **python)
-    assert postprocess("s += it\n    r", **python) == "s += it"
-    assert postprocess("s += it\n    return s\n", **python) == "s += it"
+    python = make_context(prefix, "", "python")
+    assert not is_settled("s += it\n    ", python)
+    assert is_settled("s += it\n    r", python)
+    assert postprocess("s += it\n    r", python) == "s += it"
+    assert postprocess("s += it\n    return s\n", python) == "s += it"
     # A line that may turn out to close a block is only judged once it is whole.
-    assert not is_settled("s += it;\n  }", prefix=prefix, suffix="", language_id="javascript")
-    assert not is_settled("s += it\n  en", prefix=prefix, suffix="", language_id="ruby")
+    assert not is_settled("s += it;\n  }", make_context(prefix, "", "javascript"))
+    assert not is_settled("s += it\n  en", make_context(prefix, "", "ruby"))
+
+
+_GATE = [
+    # (document with the cursor, whether nothing is offered there)
+    ("def f():\n    █return 1\n", True),
+    ("def f():\n█    return 1\n", True),
+    ("def f():\n  █  return 1\n", True),
+    ("\t█x = 1", True),
+    ("def f():\n    █\n", False),
+    ("def f():\n    █   \n", False),
+    ("x = █1\n", False),
+    ("█", False),
+    ("if (x) {█}", False),
+]
+
+
+@pytest.mark.parametrize(("document", "nothing"), _GATE)
+def test_the_indentation_before_code_offers_nothing(document: str, nothing: bool) -> None:
+    prefix, suffix = document.split(CURSOR)
+    for multiline in ("auto", "always", "never"):
+        ctx = make_context(prefix, suffix, "python", multiline)  # type: ignore[arg-type]
+        assert offers_nothing(ctx) is nothing
+        if nothing:
+            # The gate agrees with the rules: whatever the model wrote, nothing is inserted,
+            # and it is settled before the first token.
+            assert is_settled("", ctx)
+            assert postprocess("x = compute(1)\n    y = 2", ctx) == ""
+
+
+def test_a_gated_case_would_otherwise_get_text() -> None:
+    """The same text is offered at the end of the line, so the gate is what empties it."""
+    ctx = make_context("def f():\n    ", "\n", "python")
+    assert not offers_nothing(ctx)
+    assert postprocess("x = compute(1)", ctx) == "x = compute(1)"
+
+
+def test_the_context_is_frozen() -> None:
+    ctx = make_context("x = ", "", "python")
+    with pytest.raises(AttributeError):
+        ctx.line_prefix = "y = "  # type: ignore[misc]

@@ -9,7 +9,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
-from codegeex2_lsp.postprocess import postprocess
+from codegeex2_lsp.postprocess import make_context, postprocess
 from codegeex2_lsp.testing import write_tiny_model
 from tests.lsp_support import (
     Reference,
@@ -37,7 +37,7 @@ def reference(tiny_model_dir: Path) -> Reference:
 
 def expected_at(reference: Reference, prefix: str, suffix: str = "", new_tokens: int = 64) -> str:
     raw = reference.greedy(TAG + prefix, new_tokens)
-    return postprocess(raw, prefix=prefix, suffix=suffix, language_id="python")
+    return postprocess(raw, make_context(prefix, suffix, "python"))
 
 
 def flags(model_dir: Path, *extra: str) -> tuple[str, ...]:

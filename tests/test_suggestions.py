@@ -19,7 +19,7 @@ import pytest_asyncio
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from codegeex2_lsp.postprocess import postprocess
+from codegeex2_lsp.postprocess import make_context, postprocess
 from tests.lsp_support import (
     Reference,
     inline,
@@ -72,13 +72,8 @@ class Doc:
         return self.text.replace(CURSOR, "")
 
     def expected(self, raw: str, multiline: str = "auto") -> str:
-        return postprocess(
-            raw,
-            prefix=self.prefix,
-            suffix=self.suffix,
-            language_id=self.language_id,
-            multiline=multiline,  # type: ignore[arg-type]
-        )
+        ctx = make_context(self.prefix, self.suffix, self.language_id, multiline)  # type: ignore[arg-type]
+        return postprocess(raw, ctx)
 
 
 PY_BLOCK = Doc(
