@@ -19,6 +19,7 @@ ONE_GPU = Hardware(cuda_count=1, cuda_bf16=(True,), mps=False)
 FOUR_GPUS = Hardware(cuda_count=4, cuda_bf16=(True,) * 4, mps=False)
 
 SIZE = ModelSize.from_config(CODEGEEX2_6B)
+MODEL = "THUDM/codegeex2-6b"
 
 
 def _free(cpu: float, gpu: float = 0.0) -> object:
@@ -56,10 +57,7 @@ def test_preflight_names_the_numbers_and_what_fits(
     with pytest.raises(LoadError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan_load(
             CODEGEEX2_6B,
-            device="cpu",
-            dtype="auto",
-            quantize=quantize,
-            num_gpus=1,
+            LoadSpec(MODEL, device="cpu", dtype="auto", quantize=quantize, num_gpus=1),
             hardware=CPU_ONLY,
             free=_free(free),
         )
@@ -67,10 +65,7 @@ def test_preflight_names_the_numbers_and_what_fits(
         with pytest.raises(LoadError, match="try quantize=int4"):
             plan_load(
                 CODEGEEX2_6B,
-                device="cpu",
-                dtype="auto",
-                quantize="none",
-                num_gpus=1,
+                LoadSpec(MODEL, device="cpu", dtype="auto", quantize="none", num_gpus=1),
                 hardware=CPU_ONLY,
                 free=_free(free),
             )
@@ -79,10 +74,7 @@ def test_preflight_names_the_numbers_and_what_fits(
 def test_float32_that_does_not_fit_becomes_bfloat16() -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        device="cpu",
-        dtype="auto",
-        quantize="none",
-        num_gpus=1,
+        LoadSpec(MODEL, device="cpu", dtype="auto", quantize="none", num_gpus=1),
         hardware=CPU_ONLY,
         free=_free(20),
     )
@@ -94,10 +86,7 @@ def test_float32_that_does_not_fit_becomes_bfloat16() -> None:
 def test_layer_split_is_memory_balanced(gpus: int, counts: list[int]) -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        device="cuda",
-        dtype="auto",
-        quantize="none",
-        num_gpus=gpus,
+        LoadSpec(MODEL, device="cuda", dtype="auto", quantize="none", num_gpus=gpus),
         hardware=FOUR_GPUS,
         free=_free(64, 24),
     )
@@ -124,10 +113,7 @@ def test_split_that_cannot_fit() -> None:
 def test_small_gpu_spills_the_last_layers_to_the_cpu() -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        device="auto",
-        dtype="auto",
-        quantize="none",
-        num_gpus=1,
+        LoadSpec(MODEL, device="auto", dtype="auto", quantize="none", num_gpus=1),
         hardware=ONE_GPU,
         free=_free(32, 8),
     )
@@ -140,10 +126,7 @@ def test_small_gpu_spills_the_last_layers_to_the_cpu() -> None:
 def test_auto_on_a_small_gpu_quantizes_instead() -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        device="auto",
-        dtype="auto",
-        quantize="auto",
-        num_gpus=1,
+        LoadSpec(MODEL, device="auto", dtype="auto", quantize="auto", num_gpus=1),
         hardware=ONE_GPU,
         free=_free(32, 8),
     )

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from codegeex2_lsp.config import Settings
-from codegeex2_lsp.engine.checkpoint import CONFIG_FILE, read_config, stored_quantization
+from codegeex2_lsp.engine.checkpoint import CONFIG_FILE, read_config
 from codegeex2_lsp.engine.devices import Hardware
 from codegeex2_lsp.engine.memory import (
     CODEGEEX2_6B,
@@ -76,17 +76,7 @@ def diagnose(
     assumed = chatglm is None
     chatglm = chatglm or CODEGEEX2_6B
     try:
-        stored = stored_quantization(chatglm)
-        plan = plan_load(
-            chatglm,
-            device=settings.device,
-            dtype=settings.dtype,
-            quantize=settings.quantize,
-            num_gpus=settings.num_gpus,
-            hardware=hardware,
-            stored_bits=stored.bits if stored else 0,
-            free=free,
-        )
+        plan = plan_load(chatglm, settings.load_spec(), hardware=hardware, free=free)
     except LoadError as error:
         out.lines.append("resolves to: cannot work")
         out.problems.append(f"{error.message} ({error.hint})")

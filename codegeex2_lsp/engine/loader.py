@@ -285,16 +285,7 @@ def load_local(
         report(f"Finding {spec.model}")
         directory = resolve_model_dir(spec.model, progress=progress)
         chatglm = read_config(directory)
-        stored = stored_quantization(chatglm)
-        plan = plan_load(
-            chatglm,
-            device=spec.device,
-            dtype=spec.dtype,
-            quantize=spec.quantize,
-            num_gpus=spec.num_gpus,
-            hardware=hardware,
-            stored_bits=stored.bits if stored else 0,
-        )
+        plan = plan_load(chatglm, spec, hardware=hardware)
         placement = plan.placement
         report("Reading the tokenizer")
         tokenizer = load_tokenizer(directory)

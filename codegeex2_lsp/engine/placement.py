@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from transformers import GlmForCausalLM
 
+from codegeex2_lsp.config import LoadSpec
+from codegeex2_lsp.engine.checkpoint import stored_quantization
 from codegeex2_lsp.engine.devices import Hardware, Placement, resolve
 from codegeex2_lsp.engine.memory import (
     MEMORY_HINT,
@@ -40,16 +42,12 @@ class LoadPlan:
 
 def plan_load(
     chatglm: dict[str, Any],
+    spec: LoadSpec,
     *,
-    device: str,
-    dtype: str,
-    quantize: str,
-    num_gpus: int,
     hardware: Hardware,
-    stored_bits: int = 0,
     free: FreeBytes = free_bytes,
 ) -> LoadPlan:
-    """Resolve the settings for this model and machine, and check it fits before loading.
+    """Resolve the load settings for this model and machine, and check it fits before loading.
 
     The KV cache is counted at the model's full context (8,192 tokens for CodeGeeX2), the most
     a session can hold. A single GPU that is too small takes the first layers while the CPU
@@ -58,8 +56,9 @@ def plan_load(
     """
     size = ModelSize.from_config(chatglm)
     tokens = int(chatglm.get("seq_length", 8192))
-    if stored_bits:
-        quantize = f"int{stored_bits}"
+    stored = stored_quantization(chatglm)
+    stored_bits = stored.bits if stored is not None else 0
+    quantize = f"int{stored_bits}" if stored_bits else spec.quantize
 
     def fits(target: torch.device, chosen: torch.dtype, scheme: str) -> bool:
         room = free(target)
@@ -67,11 +66,11 @@ def plan_load(
         return room is None or need <= room
 
     placement = resolve(
-        device,
-        dtype,
+        spec.device,
+        spec.dtype,
         hardware,
         quantize=quantize,
-        num_gpus=num_gpus,
+        num_gpus=spec.num_gpus,
         parameters=size.parameters,
         fits=fits,
     )
