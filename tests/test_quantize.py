@@ -169,9 +169,10 @@ def test_official_layout_computes_with_the_stored_values(bits: int, tmp_path: Pa
 
 
 def test_cpu_int4_packs_in_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One full 64-row block and a 32-row tail, against the whole weight packed at once.
     weight = torch.randn(96, 256, generator=torch.Generator().manual_seed(3))
     q, scale = quantize_weight(weight, 4, 128)
     x = torch.randn(3, 256, dtype=torch.bfloat16)
     whole = make_kernel(q, scale, torch.bfloat16, 4, "int4pack")(x)
-    monkeypatch.setattr("codegeex2_lsp.engine.quantize._PACK_ROWS", 32)
+    monkeypatch.setattr("codegeex2_lsp.engine.quantize._PACK_ROWS", 64)
     assert torch.equal(make_kernel(q, scale, torch.bfloat16, 4, "int4pack")(x), whole)

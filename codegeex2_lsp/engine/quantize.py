@@ -38,6 +38,8 @@ INT4_GROUP_SIZE = 128
 _INT4_KERNEL_GROUPS = (32, 64, 128, 256)
 
 _PACK_ROWS = 4096
+"""Rows packed at a time for the CPU INT4 kernel; a multiple of its 64-row blocks, or the blocks
+would be laid out differently from a whole-weight packing."""
 
 
 def bits_of(quantize: str) -> int:
