@@ -26,6 +26,8 @@ Without a command it serves LSP over stdio (or TCP with --tcp). Commands:
   make-tiny-model DIR                    write a tiny random checkpoint for trying things out
   convert SRC DST [--quantize int8|int4] rewrite a checkpoint as fast-loading safetensors
   doctor                                 check this machine and the settings before loading
+  serve [--socket PATH | --host H --port P]
+                                         serve the model to every editor (OpenAI-compatible API)
 Run `codegeex2-lsp COMMAND --help` for a command's options.
 """
 
@@ -41,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return convert_command(args[1:])
     if args and args[0] == "doctor":
         return doctor_command(args[1:])
+    if args and args[0] == "serve":
+        return model_server_command(args[1:])
     return serve_command(args)
 
 
@@ -248,3 +252,51 @@ def doctor_command(argv: Sequence[str]) -> int:
     for problem in diagnosis.problems:
         print(f"problem: {problem}")
     return 0 if diagnosis.ok else 1
+
+
+def model_server_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp serve",
+        description=(
+            "Load the model once and serve it over an OpenAI-compatible completions API: on the "
+            "per-user Unix socket the shared backend uses (default), on another socket, or over "
+            "TCP. Serving beyond loopback needs CODEGEEX2_API_KEY, which clients send too."
+        ),
+    )
+    _common(parser)
+    parser.add_argument("--socket", type=Path, help="Unix socket (default: the shared one)")
+    parser.add_argument("--host", help="serve over TCP on this address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="serve over TCP on this port")
+    parser.add_argument(
+        "--idle-minutes",
+        type=float,
+        help="exit after this many minutes without clients (default: never)",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = _settings(parser, args)
+    if args.socket is not None and (args.host is not None or args.port is not None):
+        parser.error("--socket and --host/--port exclude each other")
+    if args.host is not None and args.port is None:
+        parser.error("--host needs --port")
+    if args.idle_minutes is not None and args.idle_minutes < 0:
+        parser.error("--idle-minutes must not be negative")
+    _setup_logging(args)
+
+    import os
+
+    from codegeex2_lsp.serve.listen import ListenError, serve, tcp_socket, unix_socket
+    from codegeex2_lsp.sharing import socket_path
+
+    api_key = os.environ.get("CODEGEEX2_API_KEY") or None
+    try:
+        if args.port is not None:
+            sock = tcp_socket(args.host or "127.0.0.1", args.port, api_key)
+        else:
+            sock = unix_socket(args.socket or socket_path(settings.load_spec()))
+    except (ListenError, LoadError) as error:
+        print(f"codegeex2-lsp serve: {error}", file=sys.stderr)
+        return 1
+    idle = None if args.idle_minutes is None else args.idle_minutes * 60
+    serve(settings, sock, idle, api_key)
+    return 0

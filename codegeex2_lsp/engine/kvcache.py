@@ -8,7 +8,7 @@ last prompt is kept (within a memory budget, least recently used documents dropp
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -32,6 +32,15 @@ def _kv(layer: object) -> tuple[torch.Tensor, torch.Tensor] | None:
     return layer.keys, layer.values
 
 
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 @dataclass
 class CacheEntry:
     """One document's reusable KV cache and the token ids it holds."""
@@ -50,6 +59,17 @@ class CacheEntry:
         if self.cache is not None and keep < len(self.ids):
             self.cache.crop(keep - len(self.ids))
         del self.ids[keep:]
+
+    def copy(self, keep: int) -> CacheEntry:
+        """A new entry holding a copy of the first ``keep`` tokens; this one is left as it is."""
+        cache = DynamicCache()
+        assert self.cache is not None
+        for index, layer in enumerate(self.cache.layers):
+            held = _kv(layer)
+            if held is not None:
+                keys, values = held
+                cache.update(keys[:, :, :keep].clone(), values[:, :, :keep].clone(), index)
+        return CacheEntry(cache, self.ids[:keep])
 
 
 class PrefixCache:
@@ -71,8 +91,22 @@ class PrefixCache:
         self.nbytes = sum(entry.nbytes() for entry in self._entries.values())
         return self.nbytes
 
-    def take(self, key: str) -> CacheEntry:
+    def take(self, key: str, ids: Sequence[int] = (), *, across_keys: bool = False) -> CacheEntry:
+        """The entry to continue ``ids`` from: ``key``'s own, taken out of the cache.
+
+        With ``across_keys`` (a server shared by several editors, where two windows often
+        hold the same file), another key's entry that shares a longer prefix with ``ids`` is
+        used instead, as a copy of that prefix: its own document keeps it.
+        """
         entry = self._entries.pop(key, None) or CacheEntry()
+        if across_keys:
+            best, length = None, common_prefix_length(entry.ids, ids)
+            for other in self._entries.values():
+                shared = common_prefix_length(other.ids, ids)
+                if shared > length and other.cache is not None:
+                    best, length = other, shared
+            if best is not None:
+                entry = best.copy(length)
         self._recount()
         return entry
 

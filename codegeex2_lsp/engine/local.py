@@ -19,7 +19,13 @@ from typing import Literal
 import torch
 from transformers import DynamicCache, GlmForCausalLM
 
-from codegeex2_lsp.engine.kvcache import CacheEntry, PrefixCache, StaticDecoder, static_length
+from codegeex2_lsp.engine.kvcache import (
+    CacheEntry,
+    PrefixCache,
+    StaticDecoder,
+    common_prefix_length,
+    static_length,
+)
 from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
 
 log = logging.getLogger(__name__)
@@ -88,15 +94,6 @@ StopCheck = Callable[[str], bool]
 """Called with the text generated so far after each token; True ends generation."""
 
 
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two id sequences."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
 def decode_mode(setting: str, device: torch.device) -> DecodeMode:
     """The decode path the ``compile`` setting asks for on ``device``.
 
@@ -121,6 +118,8 @@ class LocalModel:
         suppress[tokenizer.suppressed_ids(vocab_size)] = float("-inf")
         self._suppress = suppress
         self.prefixes = PrefixCache()
+        self.share_prefixes = False
+        """Whether a document may start from another document's cached prefix (see take)."""
         self._static: StaticDecoder | None = None
         self.totals = Totals()
 
@@ -174,6 +173,7 @@ class LocalModel:
         should_stop: StopCheck | None = None,
         cache_key: str = "",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        observe: Callable[[Generation], None] | None = None,
     ) -> Generation:
         """Continue ``prompt_ids`` (which include ``[gMASK] sop``) by up to ``max_new_tokens``.
 
@@ -181,19 +181,20 @@ class LocalModel:
         prefix, and afterwards kept within ``cache_bytes`` for all keys together; 0 turns reuse
         off and frees every kept cache. Raises :class:`Cancelled` as soon as ``cancelled()`` is
         true, checked between prefill chunks and before every decode step; the work done until
-        then stays in the cache for the next request.
+        then stays in the cache for the next request. ``observe`` sees the generation after
+        every token, which is how a server streams it.
         """
         if not prompt_ids:
             raise ValueError("empty prompt")
         self.totals.generations += 1
         started = time.perf_counter()
         if cache_bytes > 0:
-            entry = self.prefixes.take(cache_key)
+            entry = self.prefixes.take(cache_key, prompt_ids, across_keys=self.share_prefixes)
         else:
             self.prefixes.forget()
             entry = CacheEntry()
         try:
-            return self._generate(entry, list(prompt_ids), params, cancelled, should_stop)
+            return self._generate(entry, list(prompt_ids), params, cancelled, should_stop, observe)
         finally:
             if cache_bytes > 0 and entry.cache is not None:
                 self.prefixes.put(cache_key, entry, cache_bytes)
@@ -206,6 +207,7 @@ class LocalModel:
         params: SamplingParams,
         cancelled: Callable[[], bool],
         should_stop: StopCheck | None,
+        observe: Callable[[Generation], None] | None,
     ) -> Generation:
         result = Generation(prompt_tokens=len(prompt_ids))
         started = time.perf_counter()
@@ -234,6 +236,8 @@ class LocalModel:
             result.generated_tokens += 1
             self.totals.generated += 1
             result.text = self.tokenizer.decode_continuation(context, result.ids)
+            if observe is not None:
+                observe(result)
             if should_stop is not None and should_stop(result.text):
                 result.finish_reason = "stop"
                 break

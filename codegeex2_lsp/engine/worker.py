@@ -2,8 +2,9 @@
 
 Callers never touch the model. They submit work under a key (the document) and get a
 future; a newer submission under the same key supersedes the older one, which is dropped
-unstarted or stopped at its next token. Loading runs on the same thread, so a reload can
-never race a generation.
+unstarted or stopped at its next token. Work is taken in turn between owners (the editors
+sharing one model server), so a busy editor cannot starve a quiet one. Loading runs on the
+same thread, so a reload can never race a generation.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Ticket(Generic[T]):
 
     key: str
     work: Work[T]
+    owner: str = ""
     future: concurrent.futures.Future[T] = field(default_factory=concurrent.futures.Future)
     cancel_event: threading.Event = field(default_factory=threading.Event)
 
@@ -81,6 +83,8 @@ class Engine:
         self._state = "idle"
         self._closed = False
         self._decode = ("off", 0)
+        self._turns = 0
+        self._last_turn: dict[str, int] = {}
         self.description = ""
         self.counters = Counters()
         self._thread = threading.Thread(target=self._loop, name="codegeex2-model", daemon=True)
@@ -134,9 +138,9 @@ class Engine:
             log.exception("preparing %s decode failed; decoding without it", mode)
             model.configure_decode("dynamic", context_tokens)
 
-    def submit(self, key: str, work: Work[T]) -> Ticket[T]:
+    def submit(self, key: str, work: Work[T], *, owner: str = "") -> Ticket[T]:
         """Queue ``work`` for the document ``key``, superseding earlier work for it."""
-        ticket: Ticket[T] = Ticket(key, work)
+        ticket: Ticket[T] = Ticket(key, work, owner)
         with self._lock:
             for older in [t for t in self._queue if t.key == key]:
                 self._queue.remove(older)
@@ -171,12 +175,20 @@ class Engine:
                     ticket = None
                 else:
                     load = None
-                    ticket = self._queue.popleft()
+                    ticket = self._next()
                     self._running = ticket
             if load is not None:
                 self._load(*load)
             elif ticket is not None:
                 self._run(ticket)
+
+    def _next(self) -> Ticket[Any]:
+        """The oldest queued work of the owner whose turn came longest ago."""
+        ticket = min(self._queue, key=lambda queued: self._last_turn.get(queued.owner, -1))
+        self._queue.remove(ticket)
+        self._turns += 1
+        self._last_turn[ticket.owner] = self._turns
+        return ticket
 
     def _run(self, ticket: Ticket[Any]) -> None:
         # Running, the future can no longer be cancelled by its waiter (asyncio's wrap_future
