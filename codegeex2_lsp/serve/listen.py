@@ -23,6 +23,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from codegeex2_lsp.config import Settings
+from codegeex2_lsp.serve.app import create_app
+from codegeex2_lsp.serve.service import ModelService
 from codegeex2_lsp.sharing import listening
 
 log = logging.getLogger(__name__)
@@ -116,12 +118,15 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server that first lets attached clients go when a signal stops it."""
+class ModelServer(uvicorn.Server):
+    """uvicorn's server, with the model service, that lets attached clients go when stopped."""
 
-    def __init__(self, config: uvicorn.Config, closing: asyncio.Event) -> None:
+    def __init__(
+        self, config: uvicorn.Config, closing: asyncio.Event, service: ModelService
+    ) -> None:
         super().__init__(config)
         self.closing = closing
+        self.service = service
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.closing.set()
@@ -132,15 +137,13 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(
-    settings: Settings, sock: socket.socket, idle_seconds: float | None, api_key: str | None
-) -> None:
-    """Load the model and serve it on ``sock`` until a signal or the idle timer ends it."""
-    from codegeex2_lsp.serve.app import create_app
-    from codegeex2_lsp.serve.service import ModelService
-
+def build_server(
+    settings: Settings, idle_seconds: float | None, api_key: str | None
+) -> ModelServer:
+    """The server of ``settings``' model, to run on a socket from :func:`unix_socket` or
+    :func:`tcp_socket`; its model loads once it runs."""
     closing = asyncio.Event()
-    holder: list[_Server] = []
+    holder: list[ModelServer] = []
     service = ModelService(settings, idle_seconds, lambda: holder[0].stop())
     config = uvicorn.Config(
         create_app(service, api_key, closing),
@@ -150,12 +153,20 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    holder.append(_Server(config, closing))
+    holder.append(ModelServer(config, closing, service))
+    return holder[0]
+
+
+def serve(
+    settings: Settings, sock: socket.socket, idle_seconds: float | None, api_key: str | None
+) -> None:
+    """Load the model and serve it on ``sock`` until a signal or the idle timer ends it."""
+    server = build_server(settings, idle_seconds, api_key)
     where = sock.getsockname()
     identity = os.stat(where).st_ino if sock.family == socket.AF_UNIX else None
     log.info("serving %s on %s", settings.model, where)
     try:
-        holder[0].run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         # Only our own socket file: a newer server may have replaced a stale one.
         if identity is not None:

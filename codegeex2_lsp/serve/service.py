@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 FAILED_LINGER_SECONDS = 30.0
 """A server whose model failed to load stays this long to tell the editors why, then exits."""
 
+FIRST_CLIENT_GRACE_SECONDS = 60.0
+"""Until a first client attaches, the idle time is at least this: the editor that started the
+server attaches as soon as it listens, and must not find it gone."""
+
 
 def rss_bytes() -> int:
     """This process's resident memory now (its peak where /proc is missing)."""
@@ -64,6 +68,7 @@ class ModelService:
     clients: Counter[str] = field(default_factory=Counter)
     requests: Requests = field(default_factory=Requests)
     _timer: asyncio.TimerHandle | None = None
+    _attached_once: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -87,6 +92,7 @@ class ModelService:
             ),
         )
         log.info("loading %s", self.settings.model)
+        self._check_idle()
 
     def _on_progress(self, message: str) -> None:
         self.progress = message
@@ -109,6 +115,7 @@ class ModelService:
 
     def attach(self, client: str) -> None:
         self.clients[client] += 1
+        self._attached_once = True
         log.info("client %s attached (%d attached)", client, self.clients.total())
         self._check_idle()
 
@@ -134,7 +141,8 @@ class ModelService:
         if self.clients or self.requests.in_flight or self.idle_seconds is None:
             self._disarm()
         elif self._timer is None:
-            self._arm(self.idle_seconds)
+            grace = 0.0 if self._attached_once else FIRST_CLIENT_GRACE_SECONDS
+            self._arm(max(self.idle_seconds, grace))
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
