@@ -26,6 +26,10 @@ CANDIDATE_TEMPERATURE = 0.8
 
 _GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+FOLLOWING_CHARS = 2048
+"""Text after the cursor tokenized as a source of drafts for speculative decoding: what the
+user is rewriting lies close to the cursor."""
+
 _SETTLING_CHARACTERS = frozenset("\n)]}")
 """Only a new token holding one of these can make a suggestion settled, so only then we ask."""
 
@@ -76,6 +80,7 @@ def prepare(
         temperature=settings.temperature,
         top_p=settings.top_p,
         top_k=settings.top_k,
+        speculative=settings.speculative,
     )
     return CompletionRequest(
         prefix=prefix,
@@ -108,11 +113,15 @@ def generate(
     off, for looking at what the model would have written.
     """
     ids = [*model.tokenizer.prefix_ids, *request.prompt.ids]
+    first = request.sampling
+    if first.speculative and first.temperature == 0:
+        following = model.tokenizer.encode(request.suffix[:FOLLOWING_CHARS])
+        first = dataclasses.replace(first, following_ids=tuple(following))
     generations: list[Generation] = []
     seen: set[str] = set()
     attempts = request.candidates * 2 if request.candidates > 1 else 1
     for attempt in range(attempts):
-        sampling = request.sampling
+        sampling = first
         if attempt > 0:
             temperature = max(sampling.temperature, CANDIDATE_TEMPERATURE)
             sampling = dataclasses.replace(sampling, temperature=temperature, seed=attempt)

@@ -59,6 +59,7 @@ class Settings:
     debounce_ms: int = 25
     prefix_cache_mb: int = 256
     compile: Compile = "auto"
+    speculative: bool = True
 
     def load_spec(self) -> LoadSpec:
         """The part of the settings the loaded model depends on."""
@@ -88,7 +89,7 @@ class SettingSpec:
 
     key: str
     field: str
-    kind: Literal["string", "integer", "number"]
+    kind: Literal["string", "integer", "number", "boolean"]
     description: str
     check: Check
     choices: tuple[str, ...] = ()
@@ -129,6 +130,18 @@ def _choice(key: str, field: str, description: str, allowed: Any) -> SettingSpec
         return value
 
     return SettingSpec(key, field, "string", description, check, choices=choices)
+
+
+def _boolean(key: str, field: str, description: str) -> SettingSpec:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError("true or false")
+        return value
+
+    return SettingSpec(key, field, "boolean", description, check, metavar="true|false")
+
+
+_FLAG_BOOLEANS = {"true": True, "on": True, "false": False, "off": False}
 
 
 def _finite(value: Any, expected: str) -> float:
@@ -300,6 +313,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Static KV cache and compiled decode step: auto (on CUDA only), on, or off.",
         Compile,
     ),
+    _boolean(
+        "speculative",
+        "speculative",
+        "Greedy decoding checks tokens drafted from the text at hand several at a time: "
+        "the same suggestions, sooner.",
+    ),
 )
 
 SETTINGS_BY_KEY: dict[str, SettingSpec] = {spec.key: spec for spec in SETTINGS}
@@ -388,6 +407,9 @@ def _flag_type(spec: SettingSpec) -> Callable[[str], Any]:
         return int
     if spec.kind == "number":
         return float
+    if spec.kind == "boolean":
+        # An unknown word stays a string, which the check reports like any bad value.
+        return lambda text: _FLAG_BOOLEANS.get(text.lower(), text)
     return str
 
 

@@ -437,6 +437,7 @@ class CodeGeeX2Server(LanguageServer):
             "served": asdict(self.served),
             "tokens": asdict(model.totals) if model is not None else None,
             "decode": model.decode if model is not None else None,
+            "speculation": asdict(model.speculation) if model is not None else None,
             "prefix_cache": (
                 {"documents": len(model.prefixes), "bytes": model.prefixes.nbytes}
                 if model is not None

@@ -39,6 +39,7 @@ def test_defaults_match_the_documented_ones() -> None:
         "debounceMs": 25,
         "prefixCacheMb": 256,
         "compile": "auto",
+        "speculative": True,
     }
 
 
@@ -160,7 +161,7 @@ def _key(field: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "spec", [s for s in SETTINGS if s.kind != "string"], ids=lambda spec: spec.key
+    "spec", [s for s in SETTINGS if s.kind in ("integer", "number")], ids=lambda spec: spec.key
 )
 def test_numeric_bounds_are_the_ones_checked(spec: SettingSpec) -> None:
     assert spec.minimum is not None and spec.maximum is not None
@@ -177,7 +178,7 @@ def test_numeric_bounds_are_the_ones_checked(spec: SettingSpec) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", [s for s in SETTINGS if s.kind != "string"], ids=lambda spec: spec.key
+    "spec", [s for s in SETTINGS if s.kind in ("integer", "number")], ids=lambda spec: spec.key
 )
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_numbers_must_be_finite(spec: SettingSpec, value: float) -> None:
@@ -210,6 +211,22 @@ def test_flags_are_kebab_case_and_override_only_what_is_given() -> None:
     args = parser.parse_args(["--max-new-tokens", "32", "--device", "cpu", "--top-p", "0.5"])
     update = from_arguments(args)
     assert update.settings == Settings(max_new_tokens=32, device="cpu", top_p=0.5)
+
+
+def test_boolean_flags_take_words_and_settings_take_json_booleans() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert from_arguments(parser.parse_args(["--speculative", "off"])).settings == Settings(
+        speculative=False
+    )
+    assert from_arguments(parser.parse_args(["--speculative", "True"])).settings == Settings()
+    update = from_arguments(parser.parse_args(["--speculative", "maybe"]))
+    assert update.settings == Settings()
+    assert "codegeex2.speculative" in update.errors[0]
+    update = apply_updates(Settings(), {"speculative": 0})
+    assert update.settings == Settings()
+    assert "expected true or false" in update.errors[0]
+    assert apply_updates(Settings(), {"speculative": False}).settings.speculative is False
 
 
 def test_bad_flag_values_are_reported() -> None:

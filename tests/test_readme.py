@@ -18,7 +18,12 @@ def test_every_setting_has_a_row_with_its_flag_and_default(spec: SettingSpec) ->
     row = re.search(rf"^\| `{spec.key}` \| `{spec.flag}` \|(.*)$", README, re.MULTILINE)
     assert row, f"no settings row for {spec.key}"
     default = spec.default
-    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    if isinstance(default, bool):
+        shown = json.dumps(default)
+    elif isinstance(default, float):
+        shown = f"{default:g}"
+    else:
+        shown = str(default)
     assert f"`{shown}`" in row.group(1)
 
 

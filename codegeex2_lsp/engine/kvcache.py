@@ -1,5 +1,5 @@
 """The KV caches generation runs on: each document's reusable prefix, and the static cache of
-the compiled decode step.
+the compiled decode passes.
 
 Consecutive keystrokes share almost all of their prompt, so the KV cache of each document's
 last prompt is kept (within a memory budget, least recently used documents dropped first).
@@ -15,6 +15,8 @@ from typing import cast
 import torch
 from transformers import DynamicCache, GlmForCausalLM, StaticCache
 from transformers.cache_utils import CacheLayerMixin, StaticLayer
+
+from codegeex2_lsp.drafting import DRAFT_TOKENS
 
 STATIC_LENGTH_STEP = 256
 """The static cache's length is rounded up to this, so nearby context settings share one graph."""
@@ -135,37 +137,55 @@ class PrefixCache:
 
 
 class StaticDecoder:
-    """A static KV cache of fixed length and a one-token decode step, compiled or eager.
+    """A static KV cache of fixed length and fixed-shape decode passes, compiled or eager.
 
-    A fixed-shape step is what ``torch.compile`` turns into one CUDA graph, so a decode step
-    costs one launch instead of hundreds of kernels. The prompt's KV is copied in from the
-    prefix cache before each generation; generated tokens stay here.
+    A fixed-shape pass is what ``torch.compile`` turns into one CUDA graph, so a decode step
+    costs one launch instead of hundreds of kernels. There are two shapes: one token, and
+    ``width`` tokens for checking drafts (fewer drafts are padded; the padding's cache slots lie
+    beyond the rewound length, where the causal mask hides them until they are overwritten).
+    The prompt's KV is copied in from the prefix cache before each generation; generated
+    tokens stay here.
     """
 
-    def __init__(self, model: GlmForCausalLM, length: int, *, compiled: bool) -> None:
+    def __init__(
+        self,
+        model: GlmForCausalLM,
+        length: int,
+        *,
+        compiled: bool,
+        suppress: torch.Tensor,
+        width: int = DRAFT_TOKENS + 1,
+    ) -> None:
         self.model = model
         self.length = length
         self.compiled = compiled
+        self.width = width
         self.cache = StaticCache(config=model.config, max_cache_len=length)
         self._filled = 0
+        self._suppress = suppress
         device = next(model.parameters()).device
-        self._token = torch.zeros((1, 1), dtype=torch.long, device=device)
-        self._position = torch.zeros((1, 1), dtype=torch.long, device=device)
-        self._step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._eager_step
+        self._inputs = {
+            n: (
+                torch.zeros((1, n), dtype=torch.long, device=device),
+                torch.zeros((1, n), dtype=torch.long, device=device),
+            )
+            for n in (1, width)
+        }
+        self._pass: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._eager_pass
         if compiled:
             mode = "reduce-overhead" if device.type == "cuda" else "default"
-            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, dynamic=False)
+            self._pass = torch.compile(self._eager_pass, mode=mode, fullgraph=True, dynamic=False)
 
-    def _eager_step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        # token, position: [1, 1] -> logits of the token: [V]
+    def _eager_pass(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # tokens, positions: [1, N] -> logits after each token: [N, V]
         output = self.model(
-            input_ids=token,
-            position_ids=position,
+            input_ids=tokens,
+            position_ids=positions,
             cache=self.cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=tokens.shape[1],
         )
-        return output.logits[0, -1]
+        return output.logits[0]
 
     def load(self, source: DynamicCache, count: int) -> None:
         """Copy the first ``count`` tokens of ``source`` in, dropping what was here."""
@@ -186,19 +206,39 @@ class StaticDecoder:
             cast(torch.Tensor, layer.cumulative_length).fill_(count)
         self._filled = count
 
-    def step(self, token: int) -> torch.Tensor:
-        """Run ``token`` at the next position; the logits of what follows it: [V]."""
-        if self._filled >= self.length:
+    def run(self, ids: Sequence[int]) -> torch.Tensor:
+        """Run ``ids`` at the next positions; the logits after each: [len(ids), V] float32."""
+        count = len(ids)
+        width = 1 if count == 1 else self.width
+        if self._filled + count > self.length:
             raise ValueError(f"the static cache holds {self.length} tokens")
-        self._token.fill_(token)
-        self._position.fill_(self._filled)
-        logits = self._step(self._token, self._position)
-        self._filled += 1
-        # A CUDA graph's output is overwritten by its next replay: keep a copy.
-        return logits.clone() if self.compiled else logits
+        if count > width or self._filled + width > self.length:
+            # No room for the padding near the end: one token at a time, same results.
+            return torch.cat([self.run([token]) for token in ids])
+        tokens, positions = self._inputs[width]
+        if width == 1:
+            tokens.fill_(ids[0])
+            positions.fill_(self._filled)
+        else:
+            padded = [*ids, *[0] * (width - count)]
+            tokens.copy_(torch.tensor([padded], dtype=torch.long))
+            span = range(self._filled, self._filled + width)
+            positions.copy_(torch.tensor([span], dtype=torch.long))
+        logits = self._pass(tokens, positions)
+        self._filled += width
+        self.rewind(width - count)
+        # A CUDA graph's output is overwritten by its next replay: this makes a new tensor.
+        return logits[:count].float() + self._suppress
 
-    def warm_up(self, source: DynamicCache, count: int, steps: int = 3) -> None:
-        """Compile and record the step ahead of the first request (CUDA graphs need a few)."""
-        for _ in range(steps):
-            self.load(source, count)
-            self.step(0)
+    def rewind(self, count: int) -> None:
+        """Drop the last ``count`` tokens: the next pass overwrites their slots."""
+        if count > 0:
+            self.cache.crop(-count)
+            self._filled -= count
+
+    def warm_up(self, source: DynamicCache, count: int, passes: int = 3) -> None:
+        """Compile and record both passes ahead of the first request (CUDA graphs need a few)."""
+        for _ in range(passes):
+            for width in (1, self.width):
+                self.load(source, count)
+                self.run([0] * width)

@@ -5,7 +5,9 @@ last prompt is kept (within a memory budget, least recently used documents dropp
 only the tokens after the longest common prefix are prefilled. The decode loop asks the caller
 after every token whether to go on, which is where cancellation and the post-processing stop
 rules come in. On CUDA, decode can run on a static KV cache through a compiled one-token step,
-because batch-1 decode there is bound by per-step overhead as much as by memory.
+because batch-1 decode there is bound by per-step overhead as much as by memory. Greedy
+decoding can check tokens drafted from the text at hand several per pass (see
+:mod:`codegeex2_lsp.engine.decoding`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Literal
 import torch
 from transformers import DynamicCache, GlmForCausalLM
 
+from codegeex2_lsp.drafting import Drafter, DraftTotals
+from codegeex2_lsp.engine.decoding import decode
 from codegeex2_lsp.engine.kvcache import (
     CacheEntry,
     PrefixCache,
@@ -44,13 +48,20 @@ DecodeMode = Literal["dynamic", "static", "compiled"]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick each next token; temperature 0 means greedy."""
+    """How to pick each next token; temperature 0 means greedy.
+
+    ``speculative`` lets greedy decoding check tokens drafted from the prompt, the generated
+    text and ``following_ids`` (the text after the cursor) several at a time; the output is
+    the same, only sooner when drafts hit.
+    """
 
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 0.95
     top_k: int = 0
     seed: int = 0
+    speculative: bool = False
+    following_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -105,6 +116,25 @@ def decode_mode(setting: str, device: torch.device) -> DecodeMode:
     return "dynamic"
 
 
+class _CacheSteps:
+    """Decode passes on a document's growing prefix-cache entry."""
+
+    def __init__(self, model: LocalModel, entry: CacheEntry) -> None:
+        self._model = model
+        self._entry = entry
+
+    def run(self, ids: Sequence[int]) -> torch.Tensor:
+        # Generated tokens stay in the prefix cache: when the user types what was suggested,
+        # the next prompt reuses them too.
+        rows = self._model._forward(self._entry, ids, keep=len(ids))
+        self._entry.ids.extend(ids)
+        return rows
+
+    def rewind(self, count: int) -> None:
+        if count > 0:
+            self._entry.crop(len(self._entry.ids) - count)
+
+
 class LocalModel:
     """One loaded model and its tokenizer; used by exactly one thread at a time."""
 
@@ -122,6 +152,7 @@ class LocalModel:
         """Whether a document may start from another document's cached prefix (see take)."""
         self._static: StaticDecoder | None = None
         self.totals = Totals()
+        self.speculation = DraftTotals()
 
     @property
     def decode(self) -> DecodeMode:
@@ -149,7 +180,9 @@ class LocalModel:
         ):
             return
         self._static = None
-        decoder = StaticDecoder(self.model, length, compiled=mode == "compiled")
+        decoder = StaticDecoder(
+            self.model, length, compiled=mode == "compiled", suppress=self._suppress
+        )
         started = time.perf_counter()
         scratch = DynamicCache(config=self.model.config)
         prompt = torch.tensor([self.tokenizer.prefix_ids], dtype=torch.long, device=self.device)
@@ -225,13 +258,15 @@ class LocalModel:
         generator = None
         if params.temperature > 0:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        drafter = None
+        if params.speculative and generator is None:
+            drafter = Drafter(prompt_ids, params.following_ids)
         context = list(prompt_ids[-8:])
-        started = time.perf_counter()
-        while True:
-            token = self._pick(logits, params, generator)
+
+        def emit(token: int) -> bool:
             if token == self.tokenizer.eos_id:
                 result.finish_reason = "eos"
-                break
+                return True
             result.ids.append(token)
             result.generated_tokens += 1
             self.totals.generated += 1
@@ -240,18 +275,28 @@ class LocalModel:
                 observe(result)
             if should_stop is not None and should_stop(result.text):
                 result.finish_reason = "stop"
-                break
-            if result.generated_tokens >= params.max_new_tokens:
-                break
+                return True
+            return result.generated_tokens >= params.max_new_tokens
+
+        def before_pass() -> None:
             if cancelled():
                 raise Cancelled
-            if static is not None:
-                logits = static.step(token).float() + self._suppress
-            else:
-                # Generated tokens stay in the prefix cache: when the user types what was
-                # suggested, the next prompt reuses them too.
-                logits = self._forward(entry, [token])
-                entry.ids.append(token)
+
+        started = time.perf_counter()
+        try:
+            decode(
+                logits,
+                static if static is not None else _CacheSteps(self, entry),
+                pick=lambda row: self._pick(row, params, generator),
+                emit=emit,
+                before_pass=before_pass,
+                generated=result.ids,
+                limit=params.max_new_tokens,
+                drafter=drafter,
+            )
+        finally:
+            if drafter is not None:
+                self.speculation.add(drafter.totals)
         result.decode_seconds = time.perf_counter() - started
         return result
 
@@ -273,26 +318,26 @@ class LocalModel:
             if cancelled():
                 raise Cancelled
             chunk = ids[start : start + PREFILL_CHUNK]
-            logits = self._forward(entry, chunk)
+            logits = self._forward(entry, chunk)[-1]
             entry.ids.extend(chunk)
             result.prefilled_tokens += len(chunk)
             self.totals.prefilled += len(chunk)
         assert logits is not None
         return logits
 
-    def _forward(self, entry: CacheEntry, ids: list[int]) -> torch.Tensor:
-        # ids: [S] new tokens after those already in the cache -> logits of the last one: [V]
+    def _forward(self, entry: CacheEntry, ids: Sequence[int], keep: int = 1) -> torch.Tensor:
+        # ids: [S] new tokens after those already in the cache -> logits of the last keep: [keep, V]
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         try:
             output = self.model(
-                input_ids=input_ids, cache=entry.cache, use_cache=True, logits_to_keep=1
+                input_ids=input_ids, cache=entry.cache, use_cache=True, logits_to_keep=keep
             )
         except BaseException:
             # A half-updated cache no longer matches its ids; start clean next time.
             entry.cache = None
             entry.ids = []
             raise
-        return output.logits[0, -1].float() + self._suppress
+        return output.logits[0].float() + self._suppress
 
     def _pick(
         self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None

@@ -25,6 +25,7 @@ export const SERVER_SETTING_KEYS = [
   'debounceMs',
   'prefixCacheMb',
   'compile',
+  'speculative',
 ] as const;
 
 export type ServerSettingKey = (typeof SERVER_SETTING_KEYS)[number];
