@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lsprotocol import types
 
 from codegeex2_lsp.completion import generate, prepare
 from codegeex2_lsp.config import Settings
@@ -21,6 +22,7 @@ from codegeex2_lsp.engine.checkpoint import load_tokenizer
 from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.engine.local import Cancelled, Generation, LocalModel, SamplingParams
 from codegeex2_lsp.testing import TINY_CORPUS, write_tiny_model
+from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 
 PLAIN = SamplingParams(max_new_tokens=48)
 SPECULATIVE = dataclasses.replace(PLAIN, speculative=True)
@@ -279,3 +281,29 @@ def test_the_completion_path_drafts_from_the_suffix(model: LocalModel) -> None:
     assert fast.ids == slow.ids
     assert none == DraftTotals()
     assert totals.accepted >= 16
+
+
+async def test_the_status_command_counts_drafts_and_the_setting_turns_them_off(
+    tmp_path: Path,
+) -> None:
+    model_dir = write_tiny_model(tmp_path / "looping", seed=LOOPING_SEED)
+    flags = ("--model", str(model_dir), "--device", "cpu", "--debounce-ms", "0")
+    settings = ("--candidates", "1", "--multiline", "always", "--max-new-tokens", "80")
+    text = SOURCE[-400:] + "\n"
+    line, character = text.count("\n"), 0
+    async with running_server(*flags, *settings) as client:
+        await wait_for_state(client, "ready")
+        open_document(client, "file:///on.py", text)
+        on = await inline(client, "file:///on.py", line, character)
+        counted_on = (await status(client))["speculation"]
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"codegeex2": {"speculative": False}})
+        )
+        assert (await status(client))["settings"]["speculative"] is False
+        open_document(client, "file:///off.py", text)
+        off = await inline(client, "file:///off.py", line, character)
+        assert (await status(client))["speculation"] == counted_on
+    assert on == off
+    assert on and on[0]
+    assert counted_on["accepted"] > 0
+    assert counted_on["steps"] > 0
