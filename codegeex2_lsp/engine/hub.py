@@ -117,9 +117,9 @@ def _progress_bar(repo_id: str, progress: Callable[[str], None]) -> type[Any]:
     import io
     import time
 
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+    from tqdm.auto import tqdm
 
-    class Reporter(tqdm):  # type: ignore[misc]
+    class Reporter(tqdm):
         _last = 0.0
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 import torch
 from transformers import DynamicCache, GlmForCausalLM, StaticCache
@@ -201,9 +200,8 @@ class StaticDecoder:
             assert held is not None
             held[0][:, :, :count].copy_(keys[:, :, :count])
             held[1][:, :, :count].copy_(values[:, :, :count])
-            # A tensor on static layers (the compiled step reads it in place); the base class
-            # types it as an int.
-            cast(torch.Tensor, layer.cumulative_length).fill_(count)
+            # A tensor on static layers, which the compiled step reads in place.
+            layer.cumulative_length.fill_(count)
         self._filled = count
 
     def run(self, ids: Sequence[int]) -> torch.Tensor:
