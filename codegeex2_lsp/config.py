@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
+
+from codegeex2_lsp import setting_checks as checks
 
 SECTION = "codegeex2"
 """The configuration section clients send settings under."""
@@ -75,23 +75,20 @@ class Settings:
         return self.max_context_tokens - self.max_new_tokens - 2
 
 
-Check = Callable[[Any], Any]
-"""Turns a wire value into the field's value, or raises ValueError saying what is allowed."""
-
-
 @dataclass(frozen=True)
 class SettingSpec:
     """One setting as users see it: its wire name, its check, and its documentation.
 
-    Built by :func:`_string`, :func:`_choice`, :func:`_integer` or :func:`_number`, which derive
-    the check from the choices or bounds, so each is stated once.
+    Built by :func:`_string`, :func:`_choice`, :func:`_boolean`, :func:`_integer` or
+    :func:`_number`, which derive the check (``setting_checks``) from the choices or bounds, so
+    each is stated once.
     """
 
     key: str
     field: str
     kind: Literal["string", "integer", "number", "boolean"]
     description: str
-    check: Check
+    check: checks.Check
     choices: tuple[str, ...] = ()
     pattern: str | None = None
     metavar: str | None = None
@@ -123,47 +120,18 @@ def _string(
 def _choice(key: str, field: str, description: str, allowed: Any) -> SettingSpec:
     """A setting whose values are those of the ``Literal`` type ``allowed``."""
     choices: tuple[str, ...] = get_args(allowed)
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise ValueError(f"one of {', '.join(repr(c) for c in choices)}")
-        return value
-
-    return SettingSpec(key, field, "string", description, check, choices=choices)
+    return SettingSpec(key, field, "string", description, checks.choice(choices), choices=choices)
 
 
 def _boolean(key: str, field: str, description: str) -> SettingSpec:
-    def check(value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ValueError("true or false")
-        return value
-
-    return SettingSpec(key, field, "boolean", description, check, metavar="true|false")
+    return SettingSpec(key, field, "boolean", description, checks.boolean, metavar="true|false")
 
 
 _FLAG_BOOLEANS = {"true": True, "on": True, "false": False, "off": False}
 
 
-def _finite(value: Any, expected: str) -> float:
-    """A JSON or flag number as a float; NaN and infinities are never a setting's value."""
-    # JSON from Lua and Emacs may carry integers as floats (64.0); booleans are never numbers.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(expected)
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(expected)
-    return number
-
-
 def _integer(key: str, field: str, description: str, minimum: int, maximum: int) -> SettingSpec:
-    expected = f"an integer from {minimum} to {maximum}"
-
-    def check(value: Any) -> int:
-        number = _finite(value, expected)
-        if not number.is_integer() or not minimum <= number <= maximum:
-            raise ValueError(expected)
-        return int(number)
-
+    check = checks.integer(minimum, maximum)
     return SettingSpec(key, field, "integer", description, check, minimum=minimum, maximum=maximum)
 
 
@@ -176,16 +144,7 @@ def _number(
     *,
     open_minimum: bool = False,
 ) -> SettingSpec:
-    low = f"greater than {minimum}" if open_minimum else f"at least {minimum}"
-    expected = f"a number {low} and at most {maximum}"
-
-    def check(value: Any) -> float:
-        number = _finite(value, expected)
-        too_low = number <= minimum if open_minimum else number < minimum
-        if too_low or number > maximum:
-            raise ValueError(expected)
-        return number
-
+    check = checks.number(minimum, maximum, open_minimum=open_minimum)
     return SettingSpec(
         key,
         field,
@@ -198,34 +157,19 @@ def _number(
     )
 
 
-DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
-
-
-def _device(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(DEVICE_PATTERN, value):
-        raise ValueError("'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index) or 'mps'")
-    return value
-
-
-def _model(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("a Hugging Face model id or a local directory")
-    return value.strip()
-
-
 SETTINGS: tuple[SettingSpec, ...] = (
     _string(
         "model",
         "model",
         "Hugging Face model id or local directory of a ChatGLM2/CodeGeeX2 checkpoint.",
-        _model,
+        checks.model,
     ),
     _string(
         "device",
         "device",
         "Where the model runs: auto picks cuda, then mps, then cpu.",
-        _device,
-        pattern=DEVICE_PATTERN,
+        checks.device,
+        pattern=checks.DEVICE_PATTERN,
         metavar="auto|cpu|cuda|cuda:N|mps",
     ),
     _choice(

@@ -1,0 +1,78 @@
+"""The checks that turn a wire value into a setting's value, or raise ValueError saying what is
+allowed; ``config`` builds each setting from one of them and its choices or bounds."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+Check = Callable[[Any], Any]
+"""Turns a wire value into the field's value, or raises ValueError saying what is allowed."""
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+
+
+def device(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(DEVICE_PATTERN, value):
+        raise ValueError("'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index) or 'mps'")
+    return value
+
+
+def model(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a Hugging Face model id or a local directory")
+    return value.strip()
+
+
+def choice(choices: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"one of {', '.join(repr(c) for c in choices)}")
+        return value
+
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _finite(value: Any, expected: str) -> float:
+    """A JSON or flag number as a float; NaN and infinities are never a setting's value."""
+    # JSON from Lua and Emacs may carry integers as floats (64.0); booleans are never numbers.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(expected)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(expected)
+    return number
+
+
+def integer(minimum: int, maximum: int) -> Check:
+    expected = f"an integer from {minimum} to {maximum}"
+
+    def check(value: Any) -> int:
+        number = _finite(value, expected)
+        if not number.is_integer() or not minimum <= number <= maximum:
+            raise ValueError(expected)
+        return int(number)
+
+    return check
+
+
+def number(minimum: float, maximum: float, *, open_minimum: bool) -> Check:
+    low = f"greater than {minimum}" if open_minimum else f"at least {minimum}"
+    expected = f"a number {low} and at most {maximum}"
+
+    def check(value: Any) -> float:
+        found = _finite(value, expected)
+        too_low = found <= minimum if open_minimum else found < minimum
+        if too_low or found > maximum:
+            raise ValueError(expected)
+        return found
+
+    return check
