@@ -79,7 +79,7 @@ def diagnose(
         plan = plan_load(chatglm, settings.load_spec(), hardware=hardware, free=free)
     except LoadError as error:
         out.lines.append("resolves to: cannot work")
-        out.problems.append(f"{error.message} ({error.hint})")
+        out.problems.append(f"{error.message}. {error.hint}")
         return out
     placement = plan.placement
     settings_line = (
