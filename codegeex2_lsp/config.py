@@ -23,6 +23,18 @@ Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantize = Literal["auto", "none", "int8", "int4"]
 Multiline = Literal["auto", "always", "never"]
 Compile = Literal["auto", "on", "off"]
+Backend = Literal["local", "openai"]
+
+DEFAULT_SERVER_URL = "http://127.0.0.1:8000/v1"
+
+LOCAL_ONLY = ("device", "dtype", "quantize", "num_gpus")
+"""LoadSpec fields only the in-process model uses."""
+
+SERVER_ONLY = ("server_url", "served_model", "request_timeout_ms")
+"""LoadSpec fields only a completion server's client uses."""
+
+MIN_PROMPT_TOKENS = 16
+"""The least room the prompt must keep in the context."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,10 @@ class LoadSpec:
     dtype: Dtype = "auto"
     quantize: Quantize = "auto"
     num_gpus: int = 1
+    backend: Backend = "local"
+    server_url: str = DEFAULT_SERVER_URL
+    served_model: str = ""
+    request_timeout_ms: int = 10000
 
 
 @dataclass(frozen=True)
@@ -60,11 +76,35 @@ class Settings:
     prefix_cache_mb: int = 256
     compile: Compile = "auto"
     speculative: bool = True
+    backend: Backend = "local"
+    server_url: str = DEFAULT_SERVER_URL
+    served_model: str = ""
+    request_timeout_ms: int = 10000
 
     def load_spec(self) -> LoadSpec:
-        """The part of the settings the loaded model depends on."""
-        return LoadSpec(
+        """The part of the settings the loaded model depends on.
+
+        Fields the chosen backend does not use keep their defaults, so changing them (the
+        server's URL while the model runs here, the device while it runs on a server) does
+        not reload anything.
+        """
+        spec = LoadSpec(
             **{field.name: getattr(self, field.name) for field in dataclasses.fields(LoadSpec)}
+        )
+        unused = SERVER_ONLY if self.backend == "local" else LOCAL_ONLY
+        defaults = LoadSpec(model=self.model)
+        return dataclasses.replace(spec, **{name: getattr(defaults, name) for name in unused})
+
+    def within_context(self, context_tokens: int | None) -> Settings:
+        """These settings with the context capped at ``context_tokens`` (a server's limit).
+
+        The generated tokens shrink too when the cap leaves the prompt too little room.
+        """
+        if context_tokens is None or context_tokens >= self.max_context_tokens:
+            return self
+        new_tokens = min(self.max_new_tokens, max(context_tokens - 2 - MIN_PROMPT_TOKENS, 1))
+        return dataclasses.replace(
+            self, max_context_tokens=context_tokens, max_new_tokens=new_tokens
         )
 
     def prompt_budget(self) -> int:
@@ -263,6 +303,36 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Greedy decoding checks tokens drafted from the text at hand several at a time: "
         "the same suggestions, sooner.",
     ),
+    _choice(
+        "backend",
+        "backend",
+        "Where the model runs: local (in this process) or openai (an OpenAI-compatible "
+        "completion server such as vLLM, at serverUrl).",
+        Backend,
+    ),
+    _string(
+        "serverUrl",
+        "server_url",
+        "Base URL of the completion server's API (backend openai); the key comes from the "
+        "CODEGEEX2_API_KEY environment variable only.",
+        checks.server_url,
+        pattern=checks.SERVER_URL_PATTERN,
+        metavar="URL",
+    ),
+    _string(
+        "servedModel",
+        "served_model",
+        "The model's name on the server; empty asks the server and uses its only model.",
+        checks.served_model,
+        metavar="NAME",
+    ),
+    _integer(
+        "requestTimeoutMs",
+        "request_timeout_ms",
+        "Milliseconds to wait for the server to connect or to send the next token.",
+        100,
+        600000,
+    ),
 )
 
 SETTINGS_BY_KEY: dict[str, SettingSpec] = {spec.key: spec for spec in SETTINGS}
@@ -302,7 +372,7 @@ def apply_updates(settings: Settings, raw: Mapping[str, Any] | None) -> Update:
         except ValueError as allowed:
             errors.append(f"{SECTION}.{key}: {value!r} is not valid; expected {allowed}")
     candidate = dataclasses.replace(settings, **changes)
-    if candidate.prompt_budget() < 16:
+    if candidate.prompt_budget() < MIN_PROMPT_TOKENS:
         errors.append(
             f"{SECTION}.maxNewTokens ({candidate.max_new_tokens}) leaves too little of "
             f"{SECTION}.maxContextTokens ({candidate.max_context_tokens}) for the prompt; "

@@ -26,6 +26,21 @@ def model(value: Any) -> str:
     return value.strip()
 
 
+SERVER_URL_PATTERN = r"^https?://[^\s/?#]+[^\s?#]*$"
+
+
+def server_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(SERVER_URL_PATTERN, value.strip()):
+        raise ValueError("an http:// or https:// URL, such as http://127.0.0.1:8000/v1")
+    return value.strip().rstrip("/")
+
+
+def served_model(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("the model's name on the server, or empty to ask the server")
+    return value.strip()
+
+
 def choice(choices: tuple[str, ...]) -> Check:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value not in choices:

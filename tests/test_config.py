@@ -40,6 +40,10 @@ def test_defaults_match_the_documented_ones() -> None:
         "prefixCacheMb": 256,
         "compile": "auto",
         "speculative": True,
+        "backend": "local",
+        "serverUrl": "http://127.0.0.1:8000/v1",
+        "servedModel": "",
+        "requestTimeoutMs": 10000,
     }
 
 
@@ -141,6 +145,52 @@ def test_load_spec_changes_only_with_load_settings() -> None:
     assert Settings().load_spec() != Settings(num_gpus=2).load_spec()
 
 
+def test_load_spec_ignores_what_the_backend_does_not_use() -> None:
+    local = Settings()
+    assert local.load_spec() == Settings(server_url="https://gpu.example/v1").load_spec()
+    remote = Settings(backend="openai")
+    assert remote.load_spec() != local.load_spec()
+    assert remote.load_spec() == Settings(backend="openai", device="cuda:1").load_spec()
+    for change in (
+        {"server_url": "https://gpu.example/v1"},
+        {"served_model": "codegeex2"},
+        {"request_timeout_ms": 500},
+        {"model": "/models/codegeex2-6b"},
+    ):
+        moved = dataclasses.replace(remote, **change)
+        assert moved.load_spec() != remote.load_spec(), change
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://gpu.example:8443/v1/", "https://gpu.example:8443/v1"),
+        (" http://127.0.0.1:8000/v1 ", "http://127.0.0.1:8000/v1"),
+        ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+    ],
+)
+def test_server_urls_are_normalized(raw: str, expected: str) -> None:
+    assert apply_updates(Settings(), {"serverUrl": raw}).settings.server_url == expected
+
+
+@pytest.mark.parametrize("raw", ["127.0.0.1:8000", "ftp://host/v1", "http://", "", 8000])
+def test_server_urls_must_be_http(raw: object) -> None:
+    update = apply_updates(Settings(), {"serverUrl": raw})
+    assert update.settings.server_url == Settings().server_url
+    assert update.errors and "codegeex2.serverUrl" in update.errors[0]
+
+
+def test_a_server_context_caps_the_context_and_keeps_room_for_the_prompt() -> None:
+    settings = Settings(max_context_tokens=4096, max_new_tokens=64)
+    assert settings.within_context(None) is settings
+    assert settings.within_context(8192) is settings
+    capped = settings.within_context(1024)
+    assert (capped.max_context_tokens, capped.max_new_tokens) == (1024, 64)
+    small = settings.within_context(40)
+    assert (small.max_context_tokens, small.max_new_tokens) == (40, 22)
+    assert small.prompt_budget() == 16
+
+
 def test_load_spec_fields_are_settings() -> None:
     settings = {f.name for f in dataclasses.fields(Settings)}
     assert {f.name for f in dataclasses.fields(LoadSpec)} <= settings
@@ -149,7 +199,7 @@ def test_load_spec_fields_are_settings() -> None:
 def test_choice_settings_offer_exactly_their_types_values() -> None:
     hints = typing.get_type_hints(Settings)
     choices = {spec.field: spec.choices for spec in SETTINGS if spec.choices}
-    assert set(choices) == {"dtype", "quantize", "multiline", "compile"}
+    assert set(choices) == {"dtype", "quantize", "multiline", "compile", "backend"}
     for field, allowed in choices.items():
         assert allowed == typing.get_args(hints[field])
         for value in allowed:

@@ -62,7 +62,11 @@ afterwards: restart a running one with `eglot-reconnect' or
            (:topK (integer :tag "Top-k sampling, 0 for off"))
            (:multiline (choice (const "auto") (const "always") (const "never")))
            (:candidates (integer :tag "Suggestions on an explicit request"))
-           (:debounceMs (integer :tag "Delay before an automatic request")))))
+           (:debounceMs (integer :tag "Delay before an automatic request"))
+           (:backend (choice (const "local") (const "openai")))
+           (:serverUrl (string :tag "Completion server API URL, e.g. http://gpu:8000/v1"))
+           (:servedModel (string :tag "Model name on the server, empty to ask"))
+           (:requestTimeoutMs (integer :tag "Server timeout in milliseconds")))))
 
 ;;;###autoload
 (defun codegeex2-lsp-customize ()

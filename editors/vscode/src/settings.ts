@@ -26,6 +26,10 @@ export const SERVER_SETTING_KEYS = [
   'prefixCacheMb',
   'compile',
   'speculative',
+  'backend',
+  'serverUrl',
+  'servedModel',
+  'requestTimeoutMs',
 ] as const;
 
 export type ServerSettingKey = (typeof SERVER_SETTING_KEYS)[number];
