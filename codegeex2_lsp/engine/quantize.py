@@ -163,18 +163,24 @@ class DynamicInt8Kernel(Kernel):
 
 
 class Int8PackKernel(Kernel):
-    """torch's weight-only INT8 matmul (per-row scales), in the activation dtype."""
+    """torch's weight-only INT8 matmul (per-row scales), in the activation dtype.
+
+    The scales are held in that dtype: cast on every call, they would be a computed input that
+    the compiler's lowering of this matmul does not take.
+    """
 
     name = "int8pack"
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
         if scale.shape[1] != 1:
             raise ValueError("the INT8 matmul needs one scale per row")
-        super().__init__(q, scale[:, 0].to(dtype), dtype)
+        super().__init__(q, scale[:, 0], dtype)
+        self.register_buffer("scale", scale[:, 0].to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.q, self.scale.to(x.dtype))
+        scale = self.scale if self.scale.dtype == x.dtype else self.scale.to(x.dtype)
+        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.q, scale)
         return y.reshape(*shape[:-1], -1)
 
 
