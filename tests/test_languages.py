@@ -14,15 +14,41 @@ from codegeex2_lsp.languages import (
     tag_line,
 )
 
-
-@pytest.mark.parametrize("key", sorted(UPSTREAM_TAGS))
-def test_every_upstream_key_gets_its_own_tag(key: str) -> None:
-    assert tag_line(key) == UPSTREAM_TAGS[key]
+# The model's own tag list, kept beside the repository as an independent reference.
+MODEL_TAGS_FILE = Path(__file__).parents[2] / "shared" / "reference" / "language_tags.tsv"
 
 
-def test_every_upstream_tag_is_reachable_from_a_canonical_id() -> None:
+def _model_tags() -> dict[str, str]:
+    header, *rows = MODEL_TAGS_FILE.read_text(encoding="utf-8").splitlines()
+    assert header.split("\t") == ["key", "tag_line"]
+    tags = dict(row.split("\t", 1) for row in rows if row)
+    assert len(tags) == len([row for row in rows if row]), "a key is listed twice"
+    return tags
+
+
+MODEL_TAGS = _model_tags()
+
+
+def test_the_tag_table_is_the_models_verbatim() -> None:
+    assert len(MODEL_TAGS) >= 100
+    assert UPSTREAM_TAGS == MODEL_TAGS
+
+
+@pytest.mark.parametrize("key", sorted(MODEL_TAGS))
+def test_every_key_the_model_knows_gets_its_tag(key: str) -> None:
+    assert tag_line(key) == MODEL_TAGS[key]
+
+
+def test_every_tag_the_model_knows_is_reachable_from_a_canonical_id() -> None:
     reached = {tag_line(canonical) for canonical in languages._TAG_KEYS}
-    assert set(UPSTREAM_TAGS.values()) <= reached
+    assert set(MODEL_TAGS.values()) <= reached
+
+
+def test_no_tag_line_is_invented() -> None:
+    """Whatever an editor sends, the tag line is one the model was trained with, or none."""
+    sent = [*languages._TAG_KEYS, *languages._ALIASES, *MODEL_TAGS]
+    produced = {tag_line(language_id) for language_id in sent} - {None}
+    assert produced <= set(MODEL_TAGS.values())
 
 
 def test_tag_keys_name_upstream_keys() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from codegeex2_lsp.languages import canonical_language_id, language_id_for_path
 from codegeex2_lsp.postprocess import (
     PostContext,
     is_settled,
@@ -28,6 +29,7 @@ from codegeex2_lsp.postprocess import (
     offers_nothing,
     postprocess,
 )
+from codegeex2_lsp.postprocess.syntax import SYNTAX, syntax_for
 
 CASES_DIR = Path(__file__).parent / "postprocess_cases"
 CURSOR = "█"
@@ -102,6 +104,26 @@ CASES = [case for path in sorted(CASES_DIR.glob("*.txt")) for case in _parse(pat
 def test_the_table_is_wide() -> None:
     assert len(CASES) >= 80
     assert len({case.language_id for case in CASES}) >= 12
+    assert any(case.language_id not in SYNTAX for case in CASES), "the generic rules"
+
+
+@pytest.mark.parametrize("language_id", sorted({case.language_id for case in CASES}))
+def test_cases_use_canonical_ids(language_id: str) -> None:
+    assert canonical_language_id(language_id) == language_id
+
+
+@pytest.mark.parametrize("language_id", sorted(SYNTAX))
+def test_every_syntax_key_is_a_canonical_language_id(language_id: str) -> None:
+    """The server looks syntax up by canonical id only; any other key would never match."""
+    assert canonical_language_id(language_id) == language_id
+
+
+@pytest.mark.parametrize("sent", ["proto", "proto3", "protobuf", "protocol-buffer"])
+def test_protocol_buffers_get_the_brace_rules(sent: str) -> None:
+    by_name = language_id_for_path("shop.proto")
+    assert by_name is not None
+    assert syntax_for(canonical_language_id(sent) or "") is syntax_for(by_name)
+    assert syntax_for(by_name) is syntax_for("c")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
