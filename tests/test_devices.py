@@ -64,8 +64,17 @@ def test_missing_devices_say_what_exists(device: str, hardware: Hardware, messag
 
 
 def test_detect_describes_this_machine() -> None:
+    """Detection agrees with torch, and the placement `auto` picks from it runs here."""
     hardware = Hardware.detect()
-    assert hardware.cuda_count == len(hardware.cuda_bf16)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert hardware.cuda_count == count
+    assert len(hardware.cuda_bf16) == len(hardware.cuda_names) == len(hardware.cuda_memory)
+    assert len(hardware.cuda_memory) == count
+    assert all(memory > 0 for memory in hardware.cuda_memory)
+    assert hardware.cpu_features == cpu_features()
+    placement = resolve("auto", "auto", hardware)
+    ones = torch.ones(4, 4, device=placement.device, dtype=placement.dtype)
+    assert (ones @ ones).sum().item() == 64
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,8 @@ async def test_the_item_is_the_postprocessed_greedy_text(
 ) -> None:
     await configure(client)
     expected = doc.expected(greedy(doc, MAX_NEW_TOKENS))
-    assert await suggest(client, doc) == ([expected] if expected else [])
+    assert expected, "a case that says nothing about the text"
+    assert await suggest(client, doc) == [expected]
 
 
 async def test_a_closer_after_the_cursor_is_not_doubled(
@@ -223,12 +224,28 @@ async def test_multiline_never_gives_one_line(
 ) -> None:
     await configure(client, multiline="never")
     for doc in DOCS:
+        if doc is JS_BODY_CRLF:
+            continue  # its one line is empty, which the next test shows
         expected = doc.expected(greedy(doc, MAX_NEW_TOKENS), "never")
+        assert expected, doc.name
         assert "\n" not in expected
-        assert await suggest(client, doc) == ([expected] if expected else []), doc.name
+        assert await suggest(client, doc) == [expected], doc.name
     for doc in (PY_CRLF, JS_BODY_CRLF):
         auto = doc.expected(greedy(doc, MAX_NEW_TOKENS), "auto")
         assert "\n" in auto, f"{doc.name}: auto should give several lines here"
+
+
+async def test_multiline_never_offers_nothing_where_the_model_breaks_the_line(
+    client: LanguageClient, greedy: Callable[[Doc, int], str]
+) -> None:
+    """In `{█}` the model starts a body on a new line: one line of it is an empty line."""
+    raw = greedy(JS_BODY_CRLF, MAX_NEW_TOKENS)
+    assert raw.startswith("\n")
+    assert JS_BODY_CRLF.expected(raw, "never") == ""
+    await configure(client, multiline="never")
+    assert await suggest(client, JS_BODY_CRLF) == []
+    await configure(client, multiline="auto")
+    assert await suggest(client, JS_BODY_CRLF) == [JS_BODY_CRLF.expected(raw, "auto")]
 
 
 async def test_multiline_always_goes_past_the_line_where_auto_stops(
@@ -282,6 +299,8 @@ async def test_early_stopping_generates_fewer_tokens(
     items = await suggest(client, doc, uri=uri)
     generated = (await status(client))["tokens"]["generated"] - before
     raw = greedy(doc, MAX_NEW_TOKENS)
-    assert items == ([doc.expected(raw)] if doc.expected(raw) else [])
+    expected = doc.expected(raw)
+    assert expected
+    assert items == [expected]
     assert 0 < generated < MAX_NEW_TOKENS
     assert greedy(doc, generated) != raw, "the raw run should decode more tokens than the server"

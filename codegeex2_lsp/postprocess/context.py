@@ -18,8 +18,8 @@ from codegeex2_lsp.postprocess.whitespace import space_unit
 
 # How much of the document the rules look at: enough for indentation style and the next
 # lines after the cursor, small enough that a large file costs nothing.
-PREFIX_WINDOW = 4096
-SUFFIX_WINDOW = 2048
+_PREFIX_WINDOW = 4096
+_SUFFIX_WINDOW = 2048
 _SUFFIX_LINES = 8
 
 
@@ -61,11 +61,10 @@ def make_context(
     multi-line mode, and the client's formatting options when it sent them.
     """
     lang = syntax_for(language_id)
-
-    head = prefix[-PREFIX_WINDOW:].replace("\r", "")
+    head = prefix[-_PREFIX_WINDOW:].replace("\r", "")
     cut = head.rfind("\n")
     line_prefix = head[cut + 1 :]
-    tail = suffix[:SUFFIX_WINDOW].replace("\r", "").split("\n")
+    tail = suffix[:_SUFFIX_WINDOW].replace("\r", "").split("\n")
     next_lines: list[str] = []
     for line in tail[1:]:
         if line.strip():
@@ -89,8 +88,7 @@ def make_context(
     unit = tab_size or None
     if unit is None and spaces:
         unit = space_unit(head.split("\n")) or 4
-    window = prefix[-PREFIX_WINDOW:]
-    crlf = "\r\n" in window or "\r\n" in suffix[:SUFFIX_WINDOW]
+    crlf = "\r\n" in prefix[-_PREFIX_WINDOW:] or "\r\n" in suffix[:_SUFFIX_WINDOW]
     return PostContext(
         lang=lang,
         multiline=multiline,

@@ -6,6 +6,7 @@ around it or repeat a line or a pattern. These tests find where that starts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from difflib import SequenceMatcher
 
 
@@ -49,7 +50,7 @@ def repeats(lines: list[str], j: int, floor: int) -> int:
     return -1
 
 
-def last_written(lines: list[str]) -> str:
+def last_written(lines: Sequence[str]) -> str:
     return next((line for line in reversed(lines) if line.strip()), "")
 
 
