@@ -224,10 +224,16 @@ def test_compile_setting_means_cuda_only_on_auto() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling for CPU takes minutes")
-def test_compiled_decode_gives_the_same_output(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("quantize", "dtype"),
+    [("none", torch.float32), ("int8", torch.bfloat16), ("int4", torch.bfloat16)],
+)
+def test_compiled_decode_gives_the_same_output(
+    tiny_model_dir: Path, quantize: str, dtype: torch.dtype
+) -> None:
     device = torch.device("cuda")
     compiled = LocalModel(
-        load_model(tiny_model_dir, device=device, dtype=torch.float32),
+        load_model(tiny_model_dir, device=device, dtype=dtype, quantize=quantize),
         load_tokenizer(tiny_model_dir),
     )
     compiled.configure_decode("compiled", 2048)
