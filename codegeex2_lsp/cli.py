@@ -106,7 +106,7 @@ def serve_command(argv: Sequence[str]) -> int:
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
-    return 0
+    return server.exit_status
 
 
 def complete_command(argv: Sequence[str]) -> int:

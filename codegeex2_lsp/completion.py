@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from codegeex2_lsp.config import Settings
-from codegeex2_lsp.context import LineTokenCache, Prompt, build_prompt, split_document
+from codegeex2_lsp.context import LineTokenCache, Prompt, prompt_at
 from codegeex2_lsp.engine.local import Generation, LocalModel, SamplingParams
 from codegeex2_lsp.languages import canonical_language_id, tag_line
 from codegeex2_lsp.postprocess import PostContext, is_settled, make_context, postprocess
+from codegeex2_lsp.text import LspText, PositionEncoding
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,13 @@ _GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 FOLLOWING_CHARS = 2048
 """Text after the cursor tokenized as a source of drafts for speculative decoding: what the
 user is rewriting lies close to the cursor."""
+
+PREFIX_CHARS = 8192
+"""The request keeps at least this much of the text before the cursor (at most twice as much)
+for post-processing and typed-ahead, which look at a few thousand characters at most."""
+
+SUFFIX_CHARS = 4096
+"""The request keeps this much of the text after the cursor."""
 
 _SETTLING_CHARACTERS = frozenset("\n)]}")
 """Only a new token holding one of these can make a suggestion settled, so only then we ask."""
@@ -52,7 +60,7 @@ class CompletionRequest:
 
 
 def prepare(
-    text: str,
+    text: str | LspText,
     line: int,
     character: int,
     *,
@@ -60,7 +68,7 @@ def prepare(
     cache: LineTokenCache,
     language_id: str | None,
     uri: str | None = None,
-    encoding: str = "utf-16",
+    encoding: PositionEncoding = "utf-16",
     invoked: bool = False,
     insert_spaces: bool | None = None,
     tab_size: int | None = None,
@@ -68,12 +76,19 @@ def prepare(
     """Cut the document at the cursor and build the prompt within the token budget.
 
     ``invoked`` is true for an explicit request (a key the user pressed), which gets several
-    candidates; automatic requests get one.
+    candidates; automatic requests get one. Only windows around the cursor are read, so the
+    cost does not grow with the document. The prefix kept starts on a grid of
+    ``PREFIX_CHARS``, so it grows as the user types along a suggestion (as typed-ahead needs)
+    rather than sliding.
     """
-    prefix, suffix = split_document(text, line, character, encoding)  # type: ignore[arg-type]
+    document = text if isinstance(text, LspText) else LspText(text)
+    offset = document.offset(line, character, encoding)
+    prefix_start = max(0, (offset - PREFIX_CHARS) // PREFIX_CHARS * PREFIX_CHARS)
+    prefix = document.slice(prefix_start, offset)
+    suffix = document.slice(offset, offset + SUFFIX_CHARS)
     canonical = canonical_language_id(language_id, uri)
-    prompt = build_prompt(
-        prefix, tag_line=tag_line(canonical), cache=cache, budget=settings.prompt_budget()
+    prompt = prompt_at(
+        document, offset, tag_line=tag_line(canonical), cache=cache, budget=settings.prompt_budget()
     )
     sampling = SamplingParams(
         max_new_tokens=settings.max_new_tokens,

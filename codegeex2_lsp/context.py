@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
-from typing import Literal
+
+from codegeex2_lsp.text import LspText
 
 Encode = Callable[[str], list[int]]
-PositionEncoding = Literal["utf-16", "utf-8", "utf-32"]
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,15 @@ def _first_fitting(encode: Encode, line: str, positions: list[int], budget: int)
     return hi
 
 
+def _head(tag_line: str | None, cache: LineTokenCache, budget: int) -> tuple[str, tuple[int, ...]]:
+    """The tag line (with its newline) and its ids, or nothing when it does not fit."""
+    if tag_line:
+        tag_ids = cache.encode_line(tag_line + "\n")
+        if len(tag_ids) <= budget:
+            return tag_line + "\n", tag_ids
+    return "", ()
+
+
 def build_prompt(
     prefix: str,
     *,
@@ -171,12 +180,7 @@ def build_prompt(
     if budget <= 0:
         return Prompt(text="", ids=(), first_line=line_count, trimmed=bool(prefix))
 
-    head_text = ""
-    head_ids: tuple[int, ...] = ()
-    if tag_line:
-        tag_ids = cache.encode_line(tag_line + "\n")
-        if len(tag_ids) <= budget:
-            head_text, head_ids = tag_line + "\n", tag_ids
+    head_text, head_ids = _head(tag_line, cache, budget)
     remaining = budget - len(head_ids)
 
     kept: list[tuple[int, tuple[int, ...]]] = []
@@ -230,49 +234,63 @@ def _concat(kept: list[tuple[int, tuple[int, ...]]]) -> tuple[int, ...]:
     return tuple(chain.from_iterable(ids for _, ids in reversed(kept)))
 
 
-def _units(char: str, encoding: PositionEncoding) -> int:
-    code = ord(char)
-    if encoding == "utf-16":
-        return 2 if code > 0xFFFF else 1
-    if encoding == "utf-8":
-        return 1 if code < 0x80 else 2 if code < 0x800 else 3 if code < 0x10000 else 4
-    return 1
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (which no tokenizer can encode) as U+FFFD.
 
-
-def split_document(
-    text: str, line: int, character: int, encoding: PositionEncoding = "utf-16"
-) -> tuple[str, str]:
-    """(text before, text after) an LSP position.
-
-    Lines end at ``"\\n"``, ``"\\r\\n"`` or a lone ``"\\r"``, as the protocol says. ``character``
-    counts code units of ``encoding``. Out-of-range positions are clamped rather than rejected,
-    because clients send stale positions while the document changes under them: a character past
-    the end of its line means the line's end, and a line past the document's last means the
-    document's end. A position inside a character (half a surrogate pair, part of a UTF-8
-    sequence) falls back to that character's start. Negative values break the protocol and
-    raise ``ValueError``.
+    Editors send them (a UTF-16 buffer cut inside a pair, a file read with a wrong
+    encoding); the prompt keeps every other character in place.
     """
-    if line < 0 or character < 0:
-        raise ValueError(f"negative position: line {line}, character {character}")
-    line_start = 0
-    if line:
-        breaks = _LINE_BREAK.finditer(text)
-        for _ in range(line):
-            found = next(breaks, None)
-            if found is None:
-                return text, ""
-            line_start = found.end()
-    found = _LINE_BREAK.search(text, line_start)
-    line_end = found.start() if found else len(text)
+    return _SURROGATE.sub("\ufffd", text)
 
-    offset = line_start
-    if encoding == "utf-32":
-        offset = min(line_start + character, line_end)
+
+WINDOW_CHARS_PER_TOKEN = 8
+"""The first window tried holds this many characters per token of budget: enough for code."""
+
+
+def prompt_at(
+    text: LspText,
+    offset: int,
+    *,
+    tag_line: str | None,
+    cache: LineTokenCache,
+    budget: int,
+    step_lines: int = 16,
+) -> Prompt:
+    """:func:`build_prompt` for the text before ``offset``, reading only a window of it.
+
+    A keystroke then costs time in proportion to the window, not to the document or to the
+    cursor's line. The window grows until the budget, not the window, limits the prompt.
+    """
+    head_ids = _head(tag_line, cache, budget)[1]
+    grid = max(1, (budget - len(head_ids)) // 4)
+    chars = max(1, budget) * WINDOW_CHARS_PER_TOKEN
+    while True:
+        window, start = prefix_window(text, offset, chars, step_lines=step_lines, grid=grid)
+        prompt = build_prompt(
+            printable(window), tag_line=tag_line, cache=cache, budget=budget, step_lines=step_lines
+        )
+        if start == 0 or prompt.trimmed:
+            return replace(prompt, first_line=prompt.first_line + text.line_of(start))
+        chars *= 4
+
+
+def prefix_window(
+    text: LspText, offset: int, chars: int, *, step_lines: int, grid: int
+) -> tuple[str, int]:
+    """(text, start offset) of the end of the text before ``offset``, at least ``chars`` long
+    unless the document is shorter, for the prompt to be built from instead of the whole
+    document.
+
+    The window starts at a line whose number is a multiple of ``step_lines``, or, when the
+    cursor's own line alone is longer than ``chars``, at a multiple of ``grid`` characters from
+    that line's start. Both are the places :func:`build_prompt` cuts at, so while the window
+    holds more than the token budget the prompt is the one the whole document would give, and
+    its start moves in the same coarse steps.
+    """
+    line_start = text.line_start(text.line_of(offset))
+    if offset - line_start > chars:
+        start = line_start + (offset - chars - line_start) // grid * grid
     else:
-        units = 0
-        while offset < line_end:
-            units += _units(text[offset], encoding)
-            if units > character:
-                break
-            offset += 1
-    return text[:offset], text[offset:]
+        first = text.line_of(max(0, offset - chars))
+        start = text.line_start(first // step_lines * step_lines)
+    return text.slice(start, offset), start

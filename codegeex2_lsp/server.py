@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -20,8 +19,6 @@ from functools import partial
 from typing import Any, ClassVar
 
 from lsprotocol import types
-from pygls.lsp.server import LanguageServer
-from pygls.workspace import TextDocument
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
@@ -34,12 +31,12 @@ from codegeex2_lsp.config import (
     section_from_configuration,
 )
 from codegeex2_lsp.context import LineTokenCache
+from codegeex2_lsp.documents import Document
 from codegeex2_lsp.engine.local import Cancelled, Generation
 from codegeex2_lsp.engine.worker import Engine, LoadListener, Ticket
+from codegeex2_lsp.protocol import SafeLanguageServer
 
 log = logging.getLogger(__name__)
-
-_WORD_BEFORE = re.compile(r"[\w$]+$")
 
 STATUS_COMMAND = "codegeex2.status"
 """``workspace/executeCommand`` that reports the model's state and the work done so far."""
@@ -115,7 +112,7 @@ class _DocumentState:
     shown: deque[_Shown] = field(default_factory=lambda: deque(maxlen=SHOWN_PER_DOCUMENT))
 
 
-class CodeGeeX2Server(LanguageServer):
+class CodeGeeX2Server(SafeLanguageServer):
     """The server object: settings, the engine, and per-document request state."""
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -162,13 +159,13 @@ class CodeGeeX2Server(LanguageServer):
         if not self.initialized:
             self._deferred_messages.append((kind, message))
             return
-        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+        self.show_once(kind, message)
 
     def on_initialized(self) -> None:
         self.initialized = True
         self.client_log.start(asyncio.get_running_loop())
         for kind, message in self._deferred_messages:
-            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+            self.show_once(kind, message)
         self._deferred_messages.clear()
         self.start_loading()
 
@@ -261,7 +258,7 @@ class CodeGeeX2Server(LanguageServer):
         invoked: bool,
     ) -> list[str]:
         """Distinct texts to insert at ``position``; empty when there is nothing to offer."""
-        document = self.workspace.text_documents.get(uri)
+        document = self.documents.get(uri)
         cache = self.line_cache()
         if document is None or cache is None:
             return []
@@ -282,7 +279,7 @@ class CodeGeeX2Server(LanguageServer):
         self,
         uri: str,
         position: types.Position,
-        document: TextDocument,
+        document: Document,
         cache: LineTokenCache,
         state: _DocumentState,
         number: int,
@@ -293,14 +290,14 @@ class CodeGeeX2Server(LanguageServer):
         """The answer to one request, once :meth:`suggestions` has seen whether it is a burst."""
         try:
             request = prepare(
-                document.source,
+                document.text,
                 position.line,
                 position.character,
                 settings=self.settings,
                 cache=cache,
                 language_id=document.language_id,
                 uri=uri,
-                encoding=str(self.workspace.position_encoding or "utf-16"),
+                encoding=self.documents.encoding,
                 invoked=invoked,
             )
         except ValueError as error:
@@ -410,14 +407,11 @@ class CodeGeeX2Server(LanguageServer):
 
     def word_before(self, uri: str, position: types.Position) -> tuple[str, int]:
         """The identifier characters right before ``position``, and their length in client units."""
-        document = self.workspace.text_documents.get(uri)
-        if document is None or not 0 <= position.line < len(document.lines):
+        document = self.documents.get(uri)
+        if document is None:
             return "", 0
-        lines = document.lines
-        character = document.position_codec.position_from_client_units(lines, position).character
-        match = _WORD_BEFORE.search(lines[position.line][:character])
-        word = match.group() if match else ""
-        return word, document.position_codec.client_num_units(word)
+        encoding = self.documents.encoding
+        return document.word_before(document.offset(position, encoding), encoding)
 
     def forget(self, uri: str) -> None:
         """A closed document: stop its work and drop its state."""
@@ -435,6 +429,7 @@ class CodeGeeX2Server(LanguageServer):
             "settings": asdict(self.settings),
             "requests": asdict(self.engine.counters),
             "served": asdict(self.served),
+            "documents": self.documents.status(),
             "tokens": asdict(model.totals) if model is not None else None,
             "decode": model.decode if model is not None else None,
             "speculation": asdict(model.speculation) if model is not None else None,

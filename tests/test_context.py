@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import zlib
 from itertools import pairwise
@@ -9,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from codegeex2_lsp.context import LineTokenCache, Prompt, build_prompt, split_document
+from codegeex2_lsp.context import (
+    WINDOW_CHARS_PER_TOKEN,
+    LineTokenCache,
+    Prompt,
+    build_prompt,
+    prompt_at,
+)
 from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.text import LspText
 
 TAG = "# language: Python"
 
@@ -301,60 +309,47 @@ def test_ids_equal_the_real_tokenizer_on_the_whole_text(tiny_model_dir: Path) ->
             check(prompt, prefix, budget, encode=tokenizer.encode)
 
 
-# --- split_document -------------------------------------------------------------------------
+# --- prompt_at: a window of the document gives the whole document's prompt -----------------
 
 
-@pytest.mark.parametrize(
-    ("text", "line", "character", "expected"),
-    [
-        ("", 0, 0, ("", "")),
-        ("", 3, 7, ("", "")),
-        ("abc\ndef", 0, 0, ("", "abc\ndef")),
-        ("abc\ndef", 1, 2, ("abc\nde", "f")),
-        ("abc\ndef", 0, 99, ("abc", "\ndef")),
-        ("abc\ndef", 1, 99, ("abc\ndef", "")),
-        ("abc\ndef\n", 2, 0, ("abc\ndef\n", "")),
-        ("abc\ndef", 9, 0, ("abc\ndef", "")),
-        # CRLF: a character past the line's end stops before the "\r".
-        ("ab\r\ncd", 0, 5, ("ab", "\r\ncd")),
-        ("ab\r\ncd", 1, 1, ("ab\r\nc", "d")),
-        # A lone CR ends a line too.
-        ("a\rb\rc", 2, 0, ("a\rb\r", "c")),
-        ("a\rb\nc\r\nd", 3, 1, ("a\rb\nc\r\nd", "")),
-        ("a\r\n\r\nb", 2, 0, ("a\r\n\r\n", "b")),
-    ],
-)
-def test_split_document(text: str, line: int, character: int, expected: tuple[str, str]) -> None:
-    assert split_document(text, line, character) == expected
+@pytest.mark.parametrize("encode", [char_encode, word_encode])
+def test_prompt_at_equals_the_prompt_of_the_whole_prefix(encode) -> None:
+    rng = random.Random(7)
+    words = ["x", "foo", " ", "  ", "(", ")", "bar_baz", "1234", ",", "é", "😀"]
+    for _ in range(40):
+        rows = []
+        for _ in range(rng.randrange(1, 200)):
+            width = rng.choice([1, 5, 20, 300, 3000])
+            rows.append("".join(rng.choice(words) for _ in range(rng.randrange(width))))
+        document = "\n".join(rows)
+        text = LspText(document)
+        budget = rng.choice([20, 64, 200, 1000])
+        step = rng.choice([1, 4, 16])
+        for offset in rng.sample(range(len(document) + 1), 5):
+            cache = LineTokenCache(encode)
+            expected = build_prompt(
+                document[:offset], tag_line=TAG, cache=cache, budget=budget, step_lines=step
+            )
+            got = prompt_at(text, offset, tag_line=TAG, cache=cache, budget=budget, step_lines=step)
+            assert (got.text, got.ids, got.trimmed) == (
+                expected.text,
+                expected.ids,
+                expected.trimmed,
+            )
 
 
-@pytest.mark.parametrize(
-    ("encoding", "character", "expected"),
-    [
-        ("utf-16", 1, ("a", "😀中b")),
-        ("utf-16", 2, ("a", "😀中b")),  # inside the surrogate pair
-        ("utf-16", 3, ("a😀", "中b")),
-        ("utf-16", 4, ("a😀中", "b")),
-        ("utf-16", 5, ("a😀中b", "")),
-        ("utf-8", 1, ("a", "😀中b")),
-        ("utf-8", 4, ("a", "😀中b")),  # inside the emoji's four bytes
-        ("utf-8", 5, ("a😀", "中b")),
-        ("utf-8", 7, ("a😀", "中b")),  # inside the CJK character's three bytes
-        ("utf-8", 8, ("a😀中", "b")),
-        ("utf-32", 2, ("a😀", "中b")),
-        ("utf-32", 3, ("a😀中", "b")),
-        ("utf-32", 9, ("a😀中b", "")),
-    ],
-)
-def test_split_document_counts_code_units(encoding, character: int, expected) -> None:
-    assert split_document("x\na😀中b\ny", 1, character, encoding) == (
-        "x\n" + expected[0],
-        expected[1] + "\ny",
-    )
+def test_prompt_at_reads_a_window_of_a_long_line() -> None:
+    """On a megabyte-long line only a window before the cursor is encoded."""
+    encode = CountingEncoder()
+    text = LspText("x = 1\n" + "y" * 1_000_000)
+    prompt = prompt_at(text, len(text), tag_line=TAG, cache=LineTokenCache(encode), budget=100)
+    whole = build_prompt(str(text), tag_line=TAG, cache=LineTokenCache(char_encode), budget=100)
+    assert prompt == whole
+    assert max(len(call) for call in encode.calls) <= 100 * WINDOW_CHARS_PER_TOKEN * 2
 
 
-def test_split_document_rejects_negative_positions() -> None:
-    with pytest.raises(ValueError):
-        split_document("abc", -1, 0)
-    with pytest.raises(ValueError):
-        split_document("abc", 0, -1)
+def test_prompt_at_replaces_lone_surrogates() -> None:
+    text = LspText("a = '\ud83d'\nb = ")
+    prompt = prompt_at(text, len(text), tag_line=None, cache=LineTokenCache(char_encode), budget=99)
+    assert prompt.text == "a = '\ufffd'\nb = "
+    assert list(prompt.ids) == char_encode(prompt.text)

@@ -1,0 +1,241 @@
+"""JSON-RPC as the protocol requires it, whatever the client sends: a pygls protocol and server
+that answer every request exactly once and keep the user's screen free of repeated errors.
+
+pygls 2.x turns a request it cannot deserialize (a negative position, ``params: null``, an
+unknown enum value) into an exception raised out of its read loop: the request id is lost, no
+response is ever sent (a client waiting on it leaks it or blocks) and every such message pops
+up "Error in server: ..." in the editor. Here a message that cannot be structured is answered
+from its raw JSON instead: ``-32602`` naming the fields that were wrong, ``-32601`` for a
+method the server does not serve, ``-32600`` for something that is not a request at all or
+comes after ``shutdown``, ``-32002`` before ``initialize``. Notifications are never answered:
+bad ones are logged. Errors outside any request are logged, and shown to the user once per
+distinct problem per session.
+
+The document store also lives here: the text synchronization notifications update
+:class:`~codegeex2_lsp.documents.DocumentStore` instead of pygls's workspace documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import cattrs
+from lsprotocol import types
+from pygls.exceptions import (
+    FeatureRequestError,
+    JsonRpcException,
+    JsonRpcInvalidParams,
+)
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+from codegeex2_lsp.documents import DocumentStore
+
+log = logging.getLogger(__name__)
+
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+SERVER_NOT_INITIALIZED = -32002
+
+_ALWAYS_ALLOWED = frozenset({types.INITIALIZE, types.EXIT})
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message that could not be turned into a request or notification, with why."""
+
+    id: int | str | None
+    method: str | None
+    code: int
+    reason: str
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _describe(error: BaseException) -> str:
+    """What was wrong, by field: ``$.params.position.line: ...`` for each problem found."""
+    cause = error.__cause__ or error
+    if isinstance(cause, cattrs.BaseValidationError):
+        problems = cattrs.transform_error(cause, format_exception=lambda exc, _type: _problem(exc))
+        return "; ".join(problems)
+    return str(cause) or type(cause).__name__
+
+
+def _problem(error: BaseException) -> str:
+    if isinstance(error, KeyError):
+        return f"missing {error}"
+    return str(error) or type(error).__name__
+
+
+class SafeProtocol(LanguageServerProtocol):
+    """The LSP protocol with a response for every request and LSP's own line breaks."""
+
+    def __init__(self, server: LanguageServer, converter: cattrs.Converter) -> None:
+        super().__init__(server, converter)
+        self.documents = DocumentStore()
+        self.initialize_seen = False
+        self.shutdown_seen = False
+        self.exit_status = 0
+        """What the process should exit with: 1 after ``exit`` without ``shutdown``."""
+
+    def _serves(self, method: str) -> bool:
+        return (
+            method in self.fm.features
+            or method in self.fm.builtin_features
+            or method == types.CANCEL_REQUEST
+        )
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """Structure a message, or return :class:`Rejected` saying why it cannot be served.
+
+        Called by the JSON reader for every object in a message, nested ones too: only
+        objects with a ``jsonrpc`` member are messages.
+        """
+        if "jsonrpc" not in data:
+            return data
+        method = data.get("method")
+        msg_id = data.get("id")
+        if "method" in data:
+            if "id" in data and not _valid_id(msg_id):
+                return Rejected(None, None, INVALID_REQUEST, f"invalid request id {msg_id!r}")
+            if not isinstance(method, str):
+                return Rejected(msg_id, None, INVALID_REQUEST, f"invalid method {method!r}")
+            if data["jsonrpc"] != self.VERSION:
+                return Rejected(msg_id, method, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+            if not self._serves(method):
+                return Rejected(msg_id, method, METHOD_NOT_FOUND, f"unknown method {method!r}")
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            return Rejected(msg_id, method, INVALID_PARAMS, _describe(error))
+
+    def handle_message(self, message: Any) -> None:
+        """Answer what cannot be served; hand the rest to pygls."""
+        if isinstance(message, Rejected):
+            self._reject(message)
+            return
+        method = getattr(message, "method", None)
+        if not isinstance(getattr(message, "jsonrpc", None), str):
+            if isinstance(message, dict) and "method" in message and _valid_id(message.get("id")):
+                reason = "not a JSON-RPC 2.0 message"
+                self._reject(Rejected(message["id"], None, INVALID_REQUEST, reason))
+                return
+            log.warning("ignored a message that is not JSON-RPC: %.200r", message)
+            return
+        msg_id = getattr(message, "id", None) if method is not None else None
+        if method is not None and method not in _ALWAYS_ALLOWED:
+            if not self.initialize_seen:
+                reason = "the server is not initialized"
+                self._reject(Rejected(msg_id, method, SERVER_NOT_INITIALIZED, reason))
+                return
+            if self.shutdown_seen:
+                self._reject(Rejected(msg_id, method, INVALID_REQUEST, "the server is shut down"))
+                return
+        if method == types.INITIALIZE:
+            if self.initialize_seen:
+                self._reject(Rejected(msg_id, method, INVALID_REQUEST, "already initialized"))
+                return
+            self.initialize_seen = True
+        elif method == types.SHUTDOWN:
+            self.shutdown_seen = True
+        elif method == types.EXIT:
+            self.exit_status = 0 if self.shutdown_seen else 1
+        super().handle_message(message)
+
+    def _reject(self, rejected: Rejected) -> None:
+        """Log a message that cannot be served and answer it when it is a request.
+
+        pygls has no public way to send an error response; ``_send_response`` is its own.
+        """
+        log.warning(
+            "%s %s%s: %s",
+            "request" if rejected.id is not None else "notification",
+            rejected.method or "(no method)",
+            f" (id {rejected.id!r})" if rejected.id is not None else "",
+            rejected.reason,
+        )
+        if rejected.id is not None:
+            error = types.ResponseError(code=rejected.code, message=rejected.reason)
+            self._send_response(rejected.id, error=error)
+
+    # -- text synchronization into the document store -----------------------------------------
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(
+        self, params: types.InitializeParams
+    ) -> Generator[Any, Any, types.InitializeResult]:
+        result = yield from super().lsp_initialize(params)
+        self.documents.set_encoding(self.workspace.position_encoding)
+        return result
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(
+        self, params: types.DidOpenTextDocumentParams
+    ) -> Generator[Any, Any, None]:
+        self.documents.open(params.text_document)
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(
+        self, params: types.DidChangeTextDocumentParams
+    ) -> Generator[Any, Any, None]:
+        self.documents.change(params)
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(
+        self, params: types.DidCloseTextDocumentParams
+    ) -> Generator[Any, Any, None]:
+        self.documents.close(params.text_document.uri)
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+
+class SafeLanguageServer(LanguageServer):
+    """A pygls server on :class:`SafeProtocol` that shows each distinct problem once."""
+
+    protocol: SafeProtocol
+
+    def __init__(self, name: str, version: str, **kwargs: Any) -> None:
+        super().__init__(name, version, protocol_cls=SafeProtocol, **kwargs)
+        self._shown: set[str] = set()
+
+    @property
+    def documents(self) -> DocumentStore:
+        return self.protocol.documents
+
+    @property
+    def exit_status(self) -> int:
+        return self.protocol.exit_status
+
+    def show_once(self, kind: types.MessageType, message: str) -> bool:
+        """``window/showMessage`` unless the same message was shown before this session."""
+        if message in self._shown:
+            log.info("not shown again: %s", message)
+            return False
+        self._shown.add(message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+        return True
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Log an error that happened outside a request's answer; show each kind once.
+
+        Errors in requests are already in their error responses (and pygls logged the
+        traceback); a client sending broken messages is told once, then only the log hears it.
+        """
+        if source is FeatureRequestError:
+            return
+        log.error("%s: %s", getattr(source, "__name__", source), error, exc_info=error)
+        if isinstance(error, (JsonRpcInvalidParams, ValueError)):
+            problem = "the editor sent a message that is not valid JSON-RPC"
+        else:
+            problem = f"internal error ({type(error).__name__})"
+        self.show_once(types.MessageType.Error, f"CodeGeeX2: {problem}; details in the log.")

@@ -1,0 +1,274 @@
+"""Document text as LSP sees it: lines end at ``\\n``, ``\\r\\n`` or ``\\r`` and nowhere else.
+
+Python's ``str.splitlines`` also breaks at ``\\f``, ``\\v``, ``\\x1c``-``\\x1e``, ``\\x85``,
+U+2028 and U+2029; a document store built on it puts every edit after such a character on the
+wrong line. This store never splits lines itself except with the protocol's three breaks.
+
+The text is kept as a list of chunks of at most a few thousand characters, with the number of
+line breaks in each, so that an edit, a position lookup or a window around the cursor costs
+time in proportion to a chunk and the number of chunks, never to the document's length: a
+keystroke in a 10 MB file or on a 1 MB line copies one chunk. A ``\\r\\n`` pair is never split
+between two chunks, so every chunk's breaks can be counted on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from bisect import bisect_right
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import Literal
+
+PositionEncoding = Literal["utf-16", "utf-8", "utf-32"]
+
+CHUNK = 8192
+"""Characters per chunk at most (one more when a chunk would end between ``\\r`` and ``\\n``)."""
+
+_BREAK = re.compile(r"\r\n|\r|\n")
+_BREAK_CHAR = re.compile(r"[\r\n]")
+
+
+def _count_breaks(chunk: str) -> int:
+    return chunk.count("\n") + chunk.count("\r") - chunk.count("\r\n")
+
+
+def units(text: str, encoding: PositionEncoding) -> int:
+    """Length of ``text`` in code units of ``encoding``; a lone surrogate counts as one character.
+
+    Encoded in C rather than counted per character, since lines can be a megabyte long.
+    """
+    if encoding == "utf-32" or text.isascii():
+        return len(text)
+    if encoding == "utf-16":
+        return len(text.encode("utf-16-le", "surrogatepass")) // 2
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _char_units(char: str, encoding: PositionEncoding) -> int:
+    code = ord(char)
+    if encoding == "utf-16":
+        return 2 if code > 0xFFFF else 1
+    if encoding == "utf-8":
+        return 1 if code < 0x80 else 2 if code < 0x800 else 3 if code < 0x10000 else 4
+    return 1
+
+
+def chars_within(text: str, limit: int, encoding: PositionEncoding) -> int:
+    """How many characters of ``text`` fit in ``limit`` code units.
+
+    A limit that falls inside a character (half a surrogate pair, part of a UTF-8 sequence)
+    stops before that character.
+    """
+    if encoding == "utf-32" or units(text, encoding) == len(text):
+        return min(limit, len(text))
+    used = 0
+    for index, char in enumerate(text):
+        used += _char_units(char, encoding)
+        if used > limit:
+            return index
+    return len(text)
+
+
+class LspText:
+    """Mutable text with LSP line breaks, positions in any of the protocol's encodings."""
+
+    def __init__(self, text: str = "") -> None:
+        self._chunks: list[str] = []
+        self._breaks: list[int] = []
+        self._length = 0
+        self.replace(0, 0, text)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __str__(self) -> str:
+        return "".join(self._chunks)
+
+    @property
+    def line_count(self) -> int:
+        """Lines as LSP counts them: a document ending in a break has an empty last line."""
+        return sum(self._breaks) + 1
+
+    def sha256(self) -> str:
+        """Hash of the text as UTF-8 (lone surrogates passed through), to compare with a copy."""
+        digest = hashlib.sha256()
+        for chunk in self._chunks:
+            digest.update(chunk.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def slice(self, start: int, end: int) -> str:
+        """``str(self)[start:end]``, touching only the chunks in between."""
+        start, end = max(0, start), min(self._length, end)
+        if start >= end:
+            return ""
+        index, base = self._locate(start)
+        pieces = []
+        while base < end:
+            chunk = self._chunks[index]
+            pieces.append(chunk[max(0, start - base) : end - base])
+            base += len(chunk)
+            index += 1
+        return "".join(pieces)
+
+    def chunks_from(self, offset: int) -> Iterator[str]:
+        """The text from ``offset`` to the end, a chunk at a time."""
+        if offset >= self._length:
+            return
+        index, base = self._locate(offset)
+        yield self._chunks[index][offset - base :]
+        yield from self._chunks[index + 1 :]
+
+    def chunks_before(self, offset: int) -> Iterator[str]:
+        """The text before ``offset``, a chunk at a time, last chunk first."""
+        if offset <= 0:
+            return
+        index, base = self._locate(offset - 1)
+        yield self._chunks[index][: offset - base]
+        for i in range(index - 1, -1, -1):
+            yield self._chunks[i]
+
+    def line_start(self, line: int) -> int:
+        """Offset where ``line`` starts; a line past the last one starts at the end."""
+        if line <= 0:
+            return 0
+        base = 0
+        for chunk, breaks in zip(self._chunks, self._breaks, strict=True):
+            if line > breaks:
+                line -= breaks
+                base += len(chunk)
+                continue
+            for found in _BREAK.finditer(chunk):
+                line -= 1
+                if line == 0:
+                    return base + found.end()
+        return self._length
+
+    def line_end(self, offset: int) -> int:
+        """Offset of the first line break at or after ``offset`` (the end when there is none)."""
+        base = offset
+        for chunk in self.chunks_from(offset):
+            found = _BREAK_CHAR.search(chunk)
+            if found is not None:
+                return base + found.start()
+            base += len(chunk)
+        return self._length
+
+    def line_of(self, offset: int) -> int:
+        """The line that ``offset`` is on."""
+        offset = max(0, min(offset, self._length))
+        line = 0
+        base = 0
+        for chunk, breaks in zip(self._chunks, self._breaks, strict=True):
+            if base + len(chunk) <= offset:
+                line += breaks
+                base += len(chunk)
+                continue
+            return line + _count_breaks(chunk[: offset - base]) - _split_pair(chunk, offset - base)
+        return line
+
+    def offset(self, line: int, character: int, encoding: PositionEncoding) -> int:
+        """Offset of an LSP position.
+
+        Stale positions are clamped, as clients send them while the document changes under
+        them: a character past its line's end means the line's end, a line past the last
+        means the document's end. A character inside a multi-unit character means its start.
+        Negative values break the protocol and raise ``ValueError``.
+        """
+        if line < 0 or character < 0:
+            raise ValueError(f"negative position: line {line}, character {character}")
+        if line >= self.line_count:
+            return self._length
+        start = self.line_start(line)
+        if encoding == "utf-32":
+            return min(start + character, self.line_end(start))
+        offset = start
+        left = character
+        for chunk in self.chunks_from(start):
+            found = _BREAK_CHAR.search(chunk)
+            piece = chunk if found is None else chunk[: found.start()]
+            size = units(piece, encoding)
+            if size > left:
+                return offset + chars_within(piece, left, encoding)
+            offset += len(piece)
+            left -= size
+            if found is not None:
+                break
+        return offset
+
+    def position(self, offset: int, encoding: PositionEncoding) -> tuple[int, int]:
+        """The LSP position (line, character in ``encoding`` units) of ``offset``."""
+        offset = max(0, min(offset, self._length))
+        line = self.line_of(offset)
+        start = self.line_start(line)
+        return line, units(self.slice(start, offset), encoding)
+
+    # -- editing ------------------------------------------------------------------------------
+
+    def replace(self, start: int, end: int, text: str) -> None:
+        """Replace the characters from ``start`` to ``end`` (clamped, either order) by ``text``."""
+        start, end = sorted((max(0, min(start, self._length)), max(0, min(end, self._length))))
+        if not self._chunks:
+            first, last, head, tail = 0, -1, "", ""
+        else:
+            first, first_base = self._locate(start)
+            last, last_base = self._locate(end)
+            head = self._chunks[first][: start - first_base]
+            tail = self._chunks[last][end - last_base :]
+        pieces = _split(head + text + tail)
+        self._chunks[first : last + 1] = pieces
+        self._breaks[first : last + 1] = [_count_breaks(p) for p in pieces]
+        self._length += len(text) - (end - start)
+        low = max(0, first - 1)
+        high = min(len(self._chunks), first + len(pieces) + 1)
+        self._repair(low, high)
+
+    def _locate(self, offset: int) -> tuple[int, int]:
+        """(index, start offset) of the chunk holding ``offset``; the end is in the last chunk."""
+        if offset >= self._length:
+            last = len(self._chunks) - 1
+            return last, self._length - len(self._chunks[last])
+        starts = list(accumulate((len(c) for c in self._chunks), initial=0))
+        index = bisect_right(starts, offset) - 1
+        return index, starts[index]
+
+    def _repair(self, low: int, high: int) -> None:
+        """Keep ``\\r\\n`` pairs in one chunk and small neighbours merged, in ``[low, high)``."""
+        i = low
+        while i < min(high, len(self._chunks)) - 1:
+            left, right = self._chunks[i], self._chunks[i + 1]
+            if len(left) + len(right) <= CHUNK:
+                self._chunks[i : i + 2] = [left + right]
+                self._breaks[i : i + 2] = [_count_breaks(left + right)]
+                high -= 1
+                continue
+            if left.endswith("\r") and right.startswith("\n"):
+                left, right = left + "\n", right[1:]
+                self._chunks[i], self._breaks[i] = left, _count_breaks(left)
+                if right:
+                    self._chunks[i + 1], self._breaks[i + 1] = right, _count_breaks(right)
+                else:
+                    del self._chunks[i + 1], self._breaks[i + 1]
+                    high -= 1
+                    continue
+            i += 1
+
+
+def _split_pair(chunk: str, at: int) -> int:
+    """1 when ``at`` falls between the ``\\r`` and ``\\n`` of a pair (counted twice), else 0."""
+    return int(0 < at < len(chunk) and chunk[at - 1] == "\r" and chunk[at] == "\n")
+
+
+def _split(text: str) -> list[str]:
+    """``text`` cut into chunks of about ``CHUNK`` characters, never inside a ``\\r\\n``."""
+    pieces = []
+    start = 0
+    while start < len(text):
+        end = min(start + CHUNK, len(text))
+        if end < len(text) and text[end - 1] == "\r" and text[end] == "\n":
+            end += 1
+        pieces.append(text[start:end])
+        start = end
+    return pieces
