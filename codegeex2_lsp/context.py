@@ -243,7 +243,7 @@ def printable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-WINDOW_CHARS_PER_TOKEN = 8
+WINDOW_CHARS_PER_TOKEN = 4
 """The first window tried holds this many characters per token of budget: enough for code."""
 
 

@@ -24,11 +24,7 @@ from typing import Any
 
 import cattrs
 from lsprotocol import types
-from pygls.exceptions import (
-    FeatureRequestError,
-    JsonRpcException,
-    JsonRpcInvalidParams,
-)
+from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcInternalError
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
@@ -153,7 +149,9 @@ class SafeProtocol(LanguageServerProtocol):
 
         pygls has no public way to send an error response; ``_send_response`` is its own.
         """
-        log.warning(
+        quiet = rejected.id is None and (rejected.method or "").startswith("$/")
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
             "%s %s%s: %s",
             "request" if rejected.id is not None else "notification",
             rejected.method or "(no method)",
@@ -216,26 +214,39 @@ class SafeLanguageServer(LanguageServer):
     def exit_status(self) -> int:
         return self.protocol.exit_status
 
-    def show_once(self, kind: types.MessageType, message: str) -> bool:
-        """``window/showMessage`` unless the same message was shown before this session."""
-        if message in self._shown:
+    def show_once(self, kind: types.MessageType, message: str, problem: str | None = None) -> bool:
+        """``window/showMessage`` unless the same problem was shown before this session.
+
+        ``problem`` names it when messages about one problem differ (say, in the bad value);
+        by default the message is the problem.
+        """
+        problem = message if problem is None else problem
+        if problem in self._shown:
             log.info("not shown again: %s", message)
             return False
-        self._shown.add(message)
+        self._shown.add(problem)
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
         return True
 
     def report_server_error(self, error: Exception, source: Any) -> None:
-        """Log an error that happened outside a request's answer; show each kind once.
+        """Log an error with its traceback; show the user each kind once, unless an error
+        response to a request already carries it.
 
-        Errors in requests are already in their error responses (and pygls logged the
-        traceback); a client sending broken messages is told once, then only the log hears it.
+        pygls reports here failures in handlers (as ``JsonRpcInternalError`` holding the
+        traceback) and messages it could not read at all (broken JSON, invalid UTF-8).
         """
+        if isinstance(error, JsonRpcInternalError):
+            data = error.data if isinstance(error.data, dict) else {}
+            log.error("internal error: %s\n%s", error, "".join(data.get("traceback", [])))
+            problem = f"internal error ({error})"
+        elif isinstance(error, JsonRpcException):
+            log.warning("%s", error)
+            problem = str(error)
+        else:
+            log.warning("unreadable message: %r", error)
+            problem = "the editor sent a message that is not valid JSON-RPC"
         if source is FeatureRequestError:
             return
-        log.error("%s: %s", getattr(source, "__name__", source), error, exc_info=error)
-        if isinstance(error, (JsonRpcInvalidParams, ValueError)):
-            problem = "the editor sent a message that is not valid JSON-RPC"
-        else:
-            problem = f"internal error ({type(error).__name__})"
-        self.show_once(types.MessageType.Error, f"CodeGeeX2: {problem}; details in the log.")
+        self.show_once(
+            types.MessageType.Error, f"CodeGeeX2: {problem}; details in the log.", problem
+        )

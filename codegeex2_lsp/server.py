@@ -126,7 +126,7 @@ class CodeGeeX2Server(SafeLanguageServer):
         self._documents: dict[str, _DocumentState] = {}
         self._line_cache: tuple[object, LineTokenCache] | None = None
         self._progress_token: str | None = None
-        self._deferred_messages: list[tuple[types.MessageType, str]] = []
+        self._deferred_messages: list[tuple[types.MessageType, str, str | None]] = []
         self.initialized = False
         self._counter = 0
         self._tasks: set[asyncio.Future[None]] = set()
@@ -143,7 +143,8 @@ class CodeGeeX2Server(SafeLanguageServer):
             log.warning("%s: %s", source, warning)
         for error in update.errors:
             log.error("%s: %s", source, error)
-            self.notify_user(types.MessageType.Error, f"CodeGeeX2 setting ignored: {error}")
+            message = f"CodeGeeX2 setting ignored: {error}"
+            self.notify_user(types.MessageType.Error, message, problem=error.partition(":")[0])
         reload = update.settings.load_spec() != self.settings.load_spec()
         if update.settings != self.settings:
             # Suggestions shown under other settings (multiline, the model) are not reused.
@@ -154,18 +155,20 @@ class CodeGeeX2Server(SafeLanguageServer):
         if reload and self.initialized:
             self.start_loading()
 
-    def notify_user(self, kind: types.MessageType, message: str) -> None:
-        """``window/showMessage``, held back until the client is initialized."""
+    def notify_user(
+        self, kind: types.MessageType, message: str, problem: str | None = None
+    ) -> None:
+        """``window/showMessage`` once per problem, held back until the client is initialized."""
         if not self.initialized:
-            self._deferred_messages.append((kind, message))
+            self._deferred_messages.append((kind, message, problem))
             return
-        self.show_once(kind, message)
+        self.show_once(kind, message, problem)
 
     def on_initialized(self) -> None:
         self.initialized = True
         self.client_log.start(asyncio.get_running_loop())
-        for kind, message in self._deferred_messages:
-            self.show_once(kind, message)
+        for kind, message, problem in self._deferred_messages:
+            self.show_once(kind, message, problem)
         self._deferred_messages.clear()
         self.start_loading()
 

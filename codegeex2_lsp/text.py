@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import accumulate
 from typing import Literal
@@ -26,7 +26,6 @@ CHUNK = 8192
 """Characters per chunk at most (one more when a chunk would end between ``\\r`` and ``\\n``)."""
 
 _BREAK = re.compile(r"\r\n|\r|\n")
-_BREAK_CHAR = re.compile(r"[\r\n]")
 
 
 def _count_breaks(chunk: str) -> int:
@@ -77,6 +76,7 @@ class LspText:
         self._chunks: list[str] = []
         self._breaks: list[int] = []
         self._length = 0
+        self._index: tuple[list[int], list[int]] | None = None
         self.replace(0, 0, text)
 
     def __len__(self) -> int:
@@ -88,7 +88,7 @@ class LspText:
     @property
     def line_count(self) -> int:
         """Lines as LSP counts them: a document ending in a break has an empty last line."""
-        return sum(self._breaks) + 1
+        return self._indexed()[1][-1] + 1
 
     def sha256(self) -> str:
         """Hash of the text as UTF-8 (lone surrogates passed through), to compare with a copy."""
@@ -98,6 +98,24 @@ class LspText:
         return digest.hexdigest()
 
     # -- reading ------------------------------------------------------------------------------
+
+    def _indexed(self) -> tuple[list[int], list[int]]:
+        """Offset and line breaks before each chunk (and in all, last), rebuilt after an edit.
+
+        Rebuilding costs two passes in C over the chunk lengths; every lookup is a bisection.
+        """
+        if self._index is None:
+            self._index = (
+                list(accumulate(map(len, self._chunks), initial=0)),
+                list(accumulate(self._breaks, initial=0)),
+            )
+        return self._index
+
+    def _locate(self, offset: int) -> tuple[int, int]:
+        """(index, start offset) of the chunk holding ``offset``; the end is in the last chunk."""
+        starts = self._indexed()[0]
+        index = min(bisect_right(starts, offset), len(self._chunks)) - 1
+        return index, starts[index]
 
     def slice(self, start: int, end: int) -> str:
         """``str(self)[start:end]``, touching only the chunks in between."""
@@ -119,55 +137,46 @@ class LspText:
             return
         index, base = self._locate(offset)
         yield self._chunks[index][offset - base :]
-        yield from self._chunks[index + 1 :]
-
-    def chunks_before(self, offset: int) -> Iterator[str]:
-        """The text before ``offset``, a chunk at a time, last chunk first."""
-        if offset <= 0:
-            return
-        index, base = self._locate(offset - 1)
-        yield self._chunks[index][: offset - base]
-        for i in range(index - 1, -1, -1):
+        for i in range(index + 1, len(self._chunks)):
             yield self._chunks[i]
 
     def line_start(self, line: int) -> int:
         """Offset where ``line`` starts; a line past the last one starts at the end."""
         if line <= 0:
             return 0
-        base = 0
-        for chunk, breaks in zip(self._chunks, self._breaks, strict=True):
-            if line > breaks:
-                line -= breaks
-                base += len(chunk)
-                continue
-            for found in _BREAK.finditer(chunk):
-                line -= 1
-                if line == 0:
-                    return base + found.end()
-        return self._length
+        starts, lines = self._indexed()
+        if line > lines[-1]:
+            return self._length
+        index = bisect_left(lines, line) - 1
+        left = line - lines[index]
+        for found in _BREAK.finditer(self._chunks[index]):
+            left -= 1
+            if left == 0:
+                return starts[index] + found.end()
+        raise AssertionError("line breaks miscounted")
 
     def line_end(self, offset: int) -> int:
         """Offset of the first line break at or after ``offset`` (the end when there is none)."""
         base = offset
         for chunk in self.chunks_from(offset):
-            found = _BREAK_CHAR.search(chunk)
-            if found is not None:
-                return base + found.start()
+            found = _first_break(chunk)
+            if found >= 0:
+                return base + found
             base += len(chunk)
         return self._length
 
     def line_of(self, offset: int) -> int:
         """The line that ``offset`` is on."""
         offset = max(0, min(offset, self._length))
-        line = 0
-        base = 0
-        for chunk, breaks in zip(self._chunks, self._breaks, strict=True):
-            if base + len(chunk) <= offset:
-                line += breaks
-                base += len(chunk)
-                continue
-            return line + _count_breaks(chunk[: offset - base]) - _split_pair(chunk, offset - base)
-        return line
+        if offset == 0 or not self._chunks:
+            return 0
+        index, base = self._locate(offset)
+        chunk = self._chunks[index][: offset - base]
+        return (
+            self._indexed()[1][index]
+            + _count_breaks(chunk)
+            - _split_pair(self._chunks[index], offset - base)
+        )
 
     def offset(self, line: int, character: int, encoding: PositionEncoding) -> int:
         """Offset of an LSP position.
@@ -187,14 +196,14 @@ class LspText:
         offset = start
         left = character
         for chunk in self.chunks_from(start):
-            found = _BREAK_CHAR.search(chunk)
-            piece = chunk if found is None else chunk[: found.start()]
+            found = _first_break(chunk)
+            piece = chunk if found < 0 else chunk[:found]
             size = units(piece, encoding)
             if size > left:
                 return offset + chars_within(piece, left, encoding)
             offset += len(piece)
             left -= size
-            if found is not None:
+            if found >= 0:
                 break
         return offset
 
@@ -221,18 +230,10 @@ class LspText:
         self._chunks[first : last + 1] = pieces
         self._breaks[first : last + 1] = [_count_breaks(p) for p in pieces]
         self._length += len(text) - (end - start)
+        self._index = None
         low = max(0, first - 1)
         high = min(len(self._chunks), first + len(pieces) + 1)
         self._repair(low, high)
-
-    def _locate(self, offset: int) -> tuple[int, int]:
-        """(index, start offset) of the chunk holding ``offset``; the end is in the last chunk."""
-        if offset >= self._length:
-            last = len(self._chunks) - 1
-            return last, self._length - len(self._chunks[last])
-        starts = list(accumulate((len(c) for c in self._chunks), initial=0))
-        index = bisect_right(starts, offset) - 1
-        return index, starts[index]
 
     def _repair(self, low: int, high: int) -> None:
         """Keep ``\\r\\n`` pairs in one chunk and small neighbours merged, in ``[low, high)``."""
@@ -254,6 +255,12 @@ class LspText:
                     high -= 1
                     continue
             i += 1
+
+
+def _first_break(text: str) -> int:
+    """Index of the first ``\\r`` or ``\\n`` in ``text``, or -1; two memchr scans, no regex."""
+    cr, lf = text.find("\r"), text.find("\n")
+    return lf if cr < 0 else cr if lf < 0 else min(cr, lf)
 
 
 def _split_pair(chunk: str, at: int) -> int:

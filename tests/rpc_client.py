@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-TIMEOUT = 60.0
+TIMEOUT = 300.0
 
 
 class RpcError(Exception):

@@ -27,10 +27,10 @@ SEED = 20261130
 URIS = [f"file:///fuzz/doc{i}.py" for i in range(3)]
 SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 SETTINGS = {
-    "maxNewTokens": 4,
-    "maxContextTokens": 256,
+    "maxNewTokens": 2,
+    "maxContextTokens": 64,
     "debounceMs": 0,
-    "candidates": 2,
+    "candidates": 1,
     "temperature": 0,
     "multiline": "auto",
     "topP": 0.95,
@@ -253,6 +253,8 @@ async def test_fuzzed_session(tiny_model_dir: Path, tmp_path: Path) -> None:
             assert all(future.done() for future in client.pending.values())
             shown = client.shown()
             assert len(shown) == len(set(shown)), shown
+            # A bad value for a setting is one problem, whatever the value.
+            assert len(shown) <= len(SETTINGS) + 5, shown
             print(json.dumps({"messages": MESSAGES, **fuzzer.counts, "shown": len(shown)}))
         finally:
             await client.stop()
