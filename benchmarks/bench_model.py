@@ -25,12 +25,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import DynamicCache, GlmForCausalLM
 
 from codegeex2_lsp.engine.checkpoint import StoredQuantization, glm_config, linear_names
+from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.engine.local import PREFILL_CHUNK
 from codegeex2_lsp.engine.quantize import (
     QuantLinear,
@@ -111,17 +113,33 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+def load(name: str, model_dir: Path, device: torch.device) -> GlmForCausalLM:
+    """The checkpoint in ``model_dir`` through the engine's loader, in the configuration's
+    precision: what a user's process holds, memory-mapped tensors included."""
+    attention, dtype, quantize = CONFIGS[name]
+    model = load_model(model_dir, device=device, dtype=dtype, quantize=quantize)
+    model.set_attn_implementation(attention)
+    return model
+
+
 @torch.inference_mode()
 def measure(
-    name: str, layers: int, prompts: list[int], decode: int, threads: int
+    name: str, layers: int, prompts: list[int], decode: int, threads: int, model_dir: Path | None
 ) -> dict[str, object]:
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     started = time.perf_counter()
-    model = build(name, layers, device)
+    if model_dir is None:
+        model = build(name, layers, device)
+    else:
+        model = load(name, model_dir, device)
+        layers = model.config.num_hidden_layers
     result: dict[str, object] = {
         "config": name,
         "device": str(device),
+        "weights": "random, built in place"
+        if model_dir is None
+        else f"loaded from {model_dir.name}",
         "layers": layers,
         "threads": threads,
         "load_s": round(time.perf_counter() - started, 1),
@@ -165,32 +183,36 @@ def main() -> int:
     parser.add_argument("--decode", type=int, default=64, help="decode steps (median reported)")
     parser.add_argument("--layers", type=int, default=28)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--model", type=Path, help="load this checkpoint through the engine's loader instead"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the configurations this often, interleaved"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     prompts = [int(p) for p in args.prompts.split(",")]
     if args.one:
-        print(
-            json.dumps(measure(args.one, args.layers, prompts, args.decode, args.threads)),
-            flush=True,
-        )
+        result = measure(args.one, args.layers, prompts, args.decode, args.threads, args.model)
+        print(json.dumps(result), flush=True)
         return 0
     status = 0
-    for name in args.configs.split(","):
-        command = [
-            sys.executable,
-            __file__,
-            "--one",
-            name,
-            "--prompts",
-            args.prompts,
-            "--decode",
-            str(args.decode),
-            "--layers",
-            str(args.layers),
-            "--threads",
-            str(args.threads),
-        ]
-        status |= subprocess.run(command, check=False).returncode
+    names = args.configs.split(",")
+    for round_number in range(1, args.rounds + 1):
+        # Alternate the order, so no configuration always follows the same other one.
+        for name in names if round_number % 2 else names[::-1]:
+            command = [sys.executable, __file__, "--one", name, "--prompts", args.prompts]
+            command += ["--decode", str(args.decode), "--layers", str(args.layers)]
+            command += ["--threads", str(args.threads)]
+            if args.model is not None:
+                command += ["--model", str(args.model)]
+            done = subprocess.run(command, check=False, capture_output=True, text=True)
+            status |= done.returncode
+            lines = done.stdout.strip().splitlines()
+            if done.returncode or not lines:
+                print(json.dumps({"config": name, "error": done.stderr[-500:]}), flush=True)
+            else:
+                print(json.dumps({**json.loads(lines[-1]), "round": round_number}), flush=True)
     return status
 
 

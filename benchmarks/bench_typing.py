@@ -11,6 +11,8 @@ after every keystroke, and prints one JSON line per scenario:
   model's time, from the status command).
 - ``burst``: keystrokes come every ``--burst-interval-ms``, faster than the answers; the model
   work the whole burst cost, in tokens and seconds, against one completion's.
+- ``typing-long-file``: the same typing at the end of a file longer than the prompt budget
+  (``--long-file-tokens``), where the window's start moves down while the line grows.
 
 Each scenario runs with prefix reuse on (the default budget) and off (``prefixCacheMb`` 0),
 the baseline, in the same run. Models: the tiny test checkpoint and a mid-size one written
@@ -206,6 +208,8 @@ async def typing(client: LanguageClient, source: str, line: str) -> dict[str, An
             statistics.median(s["prefilled"] for s in steps) / cold["prefilled"], 4
         ),
         "generated_per_keystroke": summary([s["generated"] for s in steps]),
+        # Keystrokes that prefilled most of the prompt again: the window's start had moved.
+        "window_moves": sum(1 for s in steps if s["prefilled"] > cold["prefilled"] / 2),
         "model_calls": sum(s["generations"] for s in steps),
         "cache_hit_share": round(reused / (reused + prefilled), 4) if reused + prefilled else 0,
         "typed_ahead_share": round(sum(s["typed_ahead"] for s in steps) / len(steps), 3),
@@ -292,6 +296,36 @@ async def run_model(name: str, model: Path, args: argparse.Namespace) -> None:
                 typed = args.line[: args.burst_keystrokes]
                 result = await burst(client, source, typed, args.burst_interval_ms)
                 emit(scenario="burst", **common, debounce_ms=debounce, **result, load=load())
+    if args.long_file_tokens:
+        await long_file(name, model, tokenizer, base, args)
+
+
+async def long_file(
+    name: str, model: Path, tokenizer: ChatGLM2Tokenizer, base: list[str], args: argparse.Namespace
+) -> None:
+    """A file longer than the budget: the window is trimmed from the top, and as the typed line
+    grows its start jumps down now and then, so the next prompt shares only the tag line with
+    the cached one and is prefilled in full. Prefix reuse on; the cost is in the keystrokes
+    whose prefill is a large share of the cold one (``window_moves``)."""
+    source = source_of_tokens(tokenizer, args.long_file_tokens)
+    flags = [*base, "--prefix-cache-mb", "256", "--debounce-ms", "0"]
+    async with running_server(*flags) as client:
+        ready = await wait_for_state(client, "ready")
+        result = await typing(client, source, args.line)
+        emit(
+            scenario="typing-long-file",
+            model=name,
+            description=ready["description"].replace(str(model), name),
+            decode=ready["decode"],
+            prefix_reuse="on",
+            file_tokens=len(tokenizer.encode(source)),
+            max_new_tokens=args.max_new_tokens,
+            machine=machine(),
+            torch_threads=args.threads,
+            debounce_ms=0,
+            **result,
+            load=load(),
+        )
 
 
 def main() -> None:
@@ -306,6 +340,12 @@ def main() -> None:
         "--baseline-keystrokes", type=int, default=12, help="keystrokes typed without reuse"
     )
     parser.add_argument("--burst-keystrokes", type=int, default=20)
+    parser.add_argument(
+        "--long-file-tokens",
+        type=int,
+        default=3000,
+        help="also type at the end of a file this long, beyond the budget (0: skip)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--burst-interval-ms", type=float, default=30.0)
     parser.add_argument("--compile", default="auto", help="the server's compile setting")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import constants
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, read_config
@@ -112,6 +113,25 @@ def test_rope_frequencies_are_recomputed_in_float32(tiny_model_dir: Path) -> Non
     assert inv_freq.dtype == torch.float32
     expected = 1.0 / 10000 ** (torch.arange(0, 8, 2, dtype=torch.float32) / 8)
     torch.testing.assert_close(inv_freq, expected)
+
+
+def test_embedding_stays_as_stored(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A 16-bit table is not widened (on the CPU it stays the memory-mapped file), and the
+    lookup's output is cast exactly as a widened table would give it."""
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    state = {name: tensor.to(torch.float16) for name, tensor in _single_file(model_dir).items()}
+    save_file(state, model_dir / "model.safetensors")
+    model = load_model(model_dir, device=CPU, dtype=torch.float32)
+    table = model.model.embed_tokens.weight
+    assert table.dtype == torch.float16
+    with safe_open(model_dir / "model.safetensors", "pt") as stored:
+        mapped = stored.get_tensor("transformer.embedding.word_embeddings.weight")
+    assert torch.equal(table, mapped)
+    ids = torch.tensor([[3, 17, 250]])
+    looked_up = model.model.embed_tokens(ids)
+    assert looked_up.dtype == torch.float32
+    assert torch.equal(looked_up, table.float()[ids])
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "embed" not in n)
 
 
 def test_loads_single_bin(model: torch.nn.Module, tiny_model_dir: Path, tmp_path: Path) -> None:

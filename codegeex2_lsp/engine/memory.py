@@ -94,12 +94,9 @@ class ModelSize:
             + tokens * self.kv_width * size
         )
 
-    def embedding_bytes(self, dtype: torch.dtype, bits: int) -> int:
-        """Quantized models keep the embedding table in the checkpoint's precision."""
-        size = _element_bytes(dtype)
-        if bits:
-            size = min(size, self.checkpoint_bytes)
-        return self.vocab * self.hidden * size
+    def embedding_bytes(self, dtype: torch.dtype) -> int:
+        """The embedding table stays in the checkpoint's precision when that is narrower."""
+        return self.vocab * self.hidden * min(_element_bytes(dtype), self.checkpoint_bytes)
 
     def head_bytes(self, dtype: torch.dtype, bits: int) -> int:
         """The output layer (quantized with the rest) and the final norm."""
@@ -137,7 +134,7 @@ def estimate(size: ModelSize, dtype: torch.dtype, bits: int, tokens: int) -> Est
     """Memory for the whole model on one device with a KV cache of ``tokens`` tokens."""
     kv = size.layers * tokens * size.kv_width * _element_bytes(dtype)
     weights = (
-        size.embedding_bytes(dtype, bits)
+        size.embedding_bytes(dtype)
         + size.head_bytes(dtype, bits)
         + size.layers * size.layer_bytes(dtype, bits, 0)
     )

@@ -164,7 +164,7 @@ def plan_layers(
     do not fit.
     """
     layer = size.layer_bytes(dtype, bits, tokens)
-    first = size.embedding_bytes(dtype, bits)
+    first = size.embedding_bytes(dtype)
     last = size.head_bytes(dtype, bits)
     devices = len(budgets)
     if fill_first:

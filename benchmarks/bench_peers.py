@@ -1,0 +1,400 @@
+"""This project beside fastllm and chatglm.cpp: same random 6B-shape weights, same prompt, one run.
+
+Every engine runs the same CodeGeeX2-6B-shaped checkpoint with random weights (written once, in
+the upstream layout and names, float16 safetensors) on the same 512 prompt token ids, greedy,
+each configuration in its own process and the configurations interleaved round by round, so
+they share whatever else the machine is doing. Each measurement is one JSON line:
+
+    prefill_tok_s (the prompt, to the first token), decode_ms (median, best; per token after
+    the first), rss_after_load_gb, rss_after_decode_gb, peak_rss_gb, load_s, version, load
+    average before and after
+
+Engines and their forms of the weights:
+
+- ``ours-int8``: this project as a user runs it on a CPU: ``codegeex2-lsp convert --quantize
+  int8`` output, loaded with the default settings (INT8 dynamic kernel, float32), generating
+  through ``LocalModel.generate`` (the server's decode loop) with the prefix cache off;
+- ``fastllm-int4``/``fastllm-int8``: ``ftllm`` loading the safetensors directory, quantizing at
+  load, one thread (its pool busy-waits: two threads on two cores ran about 20 times slower);
+- ``chatglm.cpp-q4_0``/``q8_0``: ``chatglm-cpp`` (built from source) on GGML files written by its
+  own converter's functions from the same tensors.
+
+Peers live in their own virtual environments, made by this script under ``--cache`` (outside the
+repository, reused across runs), like the weights and converted forms.
+
+    python benchmarks/bench_peers.py --rounds 2 --out benchmarks/results/peers.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FTLLM = "ftllm==1.9.0"
+CHATGLM_CPP = "chatglm-cpp==0.4.2"
+TORCH = "torch==2.13.0"
+
+# name: (engine, form of the weights)
+CONFIGS = {
+    "ours-int8": ("ours", "int8"),
+    "fastllm-int4": ("fastllm", "int4"),
+    "fastllm-int8": ("fastllm", "int8"),
+    "chatglm.cpp-q4_0": ("chatglm.cpp", "q4_0"),
+    "chatglm.cpp-q8_0": ("chatglm.cpp", "q8_0"),
+}
+
+DEFAULT_CACHE = Path.home() / ".cache" / "codegeex2-lsp" / "peers"
+
+
+def _run(command: list[str], **env: str) -> None:
+    subprocess.run(command, check=True, env={**os.environ, **env})
+
+
+def peer_python(cache: Path, engine: str) -> Path:
+    """The peer's virtual environment, made and filled on first use."""
+    package = {"fastllm": FTLLM, "chatglm.cpp": CHATGLM_CPP}[engine]
+    venv = cache / package.replace("==", "-")
+    python = venv / "bin" / "python"
+    if (venv / "ready").exists():
+        return python
+    _run([sys.executable, "-m", "venv", "--clear", str(venv)])
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    if engine == "fastllm":
+        # Its declared dependencies pull CUDA builds of torch; the CPU library is bundled.
+        _run([*pip, "--no-deps", FTLLM, "numpy", "pillow"])
+    else:
+        # Builds from source (many minutes on two cores); its bundled SentencePiece still asks
+        # for a CMake policy older than CMake 4 keeps by default. The converter needs torch.
+        _run([*pip, CHATGLM_CPP], CMAKE_POLICY_VERSION_MINIMUM="3.5")
+        _run([*pip, TORCH, "safetensors", "tabulate", "tqdm", "transformers"])
+    (venv / "ready").touch()
+    return python
+
+
+def write_weights(directory: Path) -> Path:
+    """The random 6B-shape checkpoint: upstream names and config, float16 safetensors shards."""
+    if (directory / "ready").exists():
+        return directory
+    import sentencepiece as spm
+    import torch
+    from safetensors.torch import save_file
+
+    from codegeex2_lsp.engine.checkpoint import CONFIG_FILE, SAFETENSORS_INDEX, TOKENIZER_FILE
+    from codegeex2_lsp.testing import codegeex2_6b_shape, tiny_config, train_tokenizer
+    from codegeex2_lsp.testing.weights import Weights
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer_model = train_tokenizer(1000)
+    (directory / TOKENIZER_FILE).write_bytes(tokenizer_model)
+    shape = codegeex2_6b_shape()
+    shape["dtype"] = torch.float16
+    config = tiny_config(**shape)
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_model)
+    weights = Weights(config, tokenizer, seed=0)
+    block = torch.randn(2**24 + 1, generator=torch.Generator().manual_seed(0)).mul_(0.02)
+    weight_map: dict[str, str] = {}
+    shard: dict[str, torch.Tensor] = {}
+    shard_bytes = 0
+    shards = 0
+
+    def flush() -> None:
+        nonlocal shard, shard_bytes, shards
+        shards += 1
+        name = f"model-{shards:05d}.safetensors"
+        save_file(shard, str(directory / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+        shard, shard_bytes = {}, 0
+
+    for index, (name, size) in enumerate(weights.shapes()):
+        if name.endswith(("inv_freq", "layernorm.weight")):
+            tensor = weights.tensor(name, size)
+        else:
+            # A block of normal values laid out from a different offset in each tensor:
+            # random enough for speed, and written in a minute rather than half an hour.
+            count = math.prod(size)
+            start = (index * 7919) % block.numel()
+            tensor = block.roll(-start).repeat(-(-count // block.numel()))[:count].view(size)
+        shard[name] = tensor.to(torch.float16)
+        shard_bytes += shard[name].nbytes
+        if shard_bytes >= 2 * 10**9:
+            flush()
+    if shard:
+        flush()
+    index_json = {"metadata": {}, "weight_map": weight_map}
+    (directory / SAFETENSORS_INDEX).write_text(json.dumps(index_json) + "\n", encoding="utf-8")
+    (directory / "ready").touch()
+    return directory
+
+
+def convert_ours(source: Path, destination: Path) -> Path:
+    """``codegeex2-lsp convert --quantize int8``, as a user would prepare the model for a CPU."""
+    if not (destination / "ready").exists():
+        command = [sys.executable, "-m", "codegeex2_lsp", "convert", str(source)]
+        _run([*command, str(destination), "--quantize", "int8"])
+        (destination / "ready").touch()
+    return destination
+
+
+def convert_ggml(python: Path, source: Path, destination: Path, ggml_type: str) -> Path:
+    """A GGML file for chatglm.cpp, written by its converter's own functions."""
+    if not destination.exists():
+        _run([str(python), __file__, "--ggml", ggml_type, str(source), str(destination)])
+    return destination
+
+
+def write_ggml(ggml_type: str, source: Path, destination: Path) -> None:
+    """chatglm.cpp's converter, fed from the safetensors directly (it would load the model
+    through the upstream remote code, which is not at hand): config, tokenizer, tensors in the
+    order and float32 precision it reads them in."""
+    from types import SimpleNamespace
+
+    import torch
+    from chatglm_cpp.convert import ChatGLM2Converter, GGMLType
+    from safetensors import safe_open
+
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    index = json.loads((source / "model.safetensors.index.json").read_text(encoding="utf-8"))
+
+    class Tensors:
+        def __getitem__(self, name: str) -> torch.Tensor:
+            with safe_open(str(source / index["weight_map"][name]), "pt") as shard:
+                return shard.get_tensor(name).float()
+
+    model = SimpleNamespace(config=SimpleNamespace(**config), state_dict=Tensors)
+    tokenizer_proto = (source / "tokenizer.model").read_bytes()
+    tokenizer = SimpleNamespace(
+        tokenizer=SimpleNamespace(
+            sp_model=SimpleNamespace(serialized_model_proto=lambda: tokenizer_proto)
+        )
+    )
+    partial = destination.with_suffix(".partial")
+    with open(partial, "wb") as f:
+        ChatGLM2Converter.convert(f, model, tokenizer, GGMLType[ggml_type.upper()])
+    partial.rename(destination)
+
+
+def prompt_ids(length: int) -> list[int]:
+    """The same random prompt for every engine."""
+    rng = random.Random(1)
+    return [rng.randrange(100, 60000) for _ in range(length)]
+
+
+def _memory(field: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) * 1024 / 1e9, 2)
+    return 0.0
+
+
+Stepper = Callable[[list[int], int], list[float]]
+"""Runs the prompt and ``n`` tokens after it; the times at which each token was known."""
+
+
+def load_ours(path: Path, threads: int) -> tuple[Stepper, str]:
+    import torch
+
+    import codegeex2_lsp
+    from codegeex2_lsp.config import LoadSpec
+    from codegeex2_lsp.engine.loader import load_local
+    from codegeex2_lsp.engine.local import SamplingParams
+
+    torch.set_num_threads(threads)
+    model, description = load_local(LoadSpec(model=str(path)))
+
+    def run(ids: list[int], n: int) -> list[float]:
+        times: list[float] = []
+
+        def stamp(text: str) -> bool:
+            times.append(time.perf_counter())
+            return False
+
+        result = model.generate(
+            ids, SamplingParams(max_new_tokens=n), should_stop=stamp, cache_bytes=0
+        )
+        if result.generated_tokens != n:
+            raise RuntimeError(f"stopped after {result.generated_tokens} tokens")
+        return times
+
+    version = f"codegeex2-lsp {codegeex2_lsp.__version__}, torch {torch.__version__}: "
+    return run, version + description
+
+
+def load_fastllm(path: Path, dtype: str, threads: int) -> tuple[Stepper, str]:
+    import ctypes
+    from importlib.metadata import version
+
+    from ftllm import llm
+
+    llm.set_cpu_threads(threads)
+    model = llm.model(str(path), dtype=dtype)
+    lib = llm.fastllm_lib
+
+    def run(ids: list[int], n: int) -> list[float]:
+        handle = lib.launch_response_llm_model(
+            model.model,
+            len(ids),
+            (ctypes.c_int * len(ids))(*ids),
+            n,
+            0,
+            False,
+            1.0,
+            1,
+            1.0,
+            1.0,
+            False,
+            0,
+            None,
+        )
+        times = []
+        for _ in range(n):
+            if lib.fetch_response_llm_model(model.model, handle) < 0:
+                raise RuntimeError(f"stopped after {len(times)} tokens")
+            times.append(time.perf_counter())
+        return times
+
+    return run, f"ftllm {version('ftllm')}, {dtype}, {threads} thread(s)"
+
+
+def load_chatglm_cpp(path: Path, threads: int) -> tuple[Stepper, str]:
+    import chatglm_cpp
+
+    pipeline = chatglm_cpp.Pipeline(str(path))
+
+    def run(ids: list[int], n: int) -> list[float]:
+        config = chatglm_cpp._C.GenerationConfig(
+            max_length=len(ids) + n + 1, max_new_tokens=n, do_sample=False, num_threads=threads
+        )
+        times = []
+        past = 0
+        pending = list(ids)
+        for _ in range(n):
+            token = pipeline.model.generate_next_token(pending, config, past, len(ids) + n + 1)
+            times.append(time.perf_counter())
+            past += len(pending)
+            pending = [token]
+        return times
+
+    return run, f"chatglm-cpp {chatglm_cpp.__version__}, {path.stem}, {threads} thread(s)"
+
+
+def measure(name: str, path: Path, prompt: int, decode: int, threads: int) -> dict[str, Any]:
+    engine, form = CONFIGS[name]
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    if engine == "ours":
+        run, version = load_ours(path, threads)
+    elif engine == "fastllm":
+        run, version = load_fastllm(path, form, threads)
+    else:
+        run, version = load_chatglm_cpp(path, threads)
+    load_s = time.perf_counter() - started
+    rss_after_load = _memory("VmRSS")
+    ids = prompt_ids(prompt)
+    started = time.perf_counter()
+    times = run(ids, decode + 1)
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    return {
+        "config": name,
+        "version": version,
+        "threads": threads,
+        "prompt_tokens": prompt,
+        "load_s": round(load_s, 1),
+        "prefill_tok_s": round(prompt / (times[0] - started), 2),
+        "decode_ms": round(1000 * statistics.median(steps), 1),
+        "decode_ms_best": round(1000 * min(steps), 1),
+        "decode_steps": len(steps),
+        "rss_after_load_gb": rss_after_load,
+        "rss_after_decode_gb": _memory("VmRSS"),
+        "peak_rss_gb": _memory("VmHWM"),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def prepare(cache: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
+    """Each configuration's interpreter and weights, made where missing."""
+    weights = write_weights(cache / "weights-f16")
+    prepared = {}
+    for name in names:
+        engine, form = CONFIGS[name]
+        if engine == "ours":
+            prepared[name] = (Path(sys.executable), convert_ours(weights, cache / "ours-int8"))
+        elif engine == "fastllm":
+            prepared[name] = (peer_python(cache, engine), weights)
+        else:
+            python = peer_python(cache, engine)
+            ggml = convert_ggml(python, weights, cache / f"chatglm-{form}.bin", form)
+            prepared[name] = (python, ggml)
+    return prepared
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--prompt", type=int, default=512)
+    parser.add_argument("--decode", type=int, default=32, help="decode steps after the first")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--fastllm-threads", type=int, default=1, help="fastllm's pool busy-waits; 1 on 2 cores"
+    )
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, help="also append the JSON lines here")
+    parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--ggml", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ggml:
+        write_ggml(args.ggml[0], Path(args.ggml[1]), Path(args.ggml[2]))
+        return 0
+    if args.one:
+        result = measure(args.one, args.path, args.prompt, args.decode, args.threads)
+        print(json.dumps(result), flush=True)
+        return 0
+    names = args.configs.split(",")
+    prepared = prepare(args.cache, names)
+    if args.prepare_only:
+        return 0
+    machine = {"machine": os.uname().machine, "cores": os.cpu_count()}
+    status = 0
+    for round_number in range(1, args.rounds + 1):
+        # Alternate the order, so no configuration always runs right after the same other one.
+        for name in names if round_number % 2 else names[::-1]:
+            python, path = prepared[name]
+            threads = args.fastllm_threads if CONFIGS[name][0] == "fastllm" else args.threads
+            command = [str(python), __file__, "--one", name, "--path", str(path)]
+            command += ["--prompt", str(args.prompt), "--decode", str(args.decode)]
+            command += ["--threads", str(threads)]
+            done = subprocess.run(command, check=False, capture_output=True, text=True)
+            if done.returncode:
+                status = 1
+                tail = done.stderr.strip().splitlines()[-3:]
+                line = json.dumps({"config": name, "round": round_number, "error": tail})
+            else:
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                line = json.dumps({**result, "round": round_number, **machine})
+            print(line, flush=True)
+            if args.out:
+                with args.out.open("a", encoding="utf-8") as out:
+                    out.write(line + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
