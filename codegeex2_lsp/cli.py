@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codegeex2_lsp import __version__
-from codegeex2_lsp.config import Settings, add_arguments, from_arguments
+from codegeex2_lsp.config import Settings
 from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.setting_sources import add_arguments, from_arguments
 
 log = logging.getLogger("codegeex2_lsp")
 

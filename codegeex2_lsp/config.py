@@ -1,16 +1,13 @@
-"""The one typed settings object, and the rules for building it from every source.
+"""The one typed settings object, and every setting as users see it: its wire name, type,
+bounds or choices, default and description (``SETTINGS``).
 
-Settings come from defaults, then command-line flags, then ``initializationOptions``, then
-``workspace/didChangeConfiguration`` (section ``codegeex2``). Every source goes through
-:func:`apply_updates`, so a value is checked the same way wherever it came from, and a bad
-value never replaces a good one.
+How each source of settings is applied on top of these is ``setting_sources``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -165,9 +162,6 @@ def _choice(key: str, field: str, description: str, allowed: Any) -> SettingSpec
 
 def _boolean(key: str, field: str, description: str) -> SettingSpec:
     return SettingSpec(key, field, "boolean", description, checks.boolean, metavar="true|false")
-
-
-_FLAG_BOOLEANS = {"true": True, "on": True, "false": False, "off": False}
 
 
 def _integer(key: str, field: str, description: str, minimum: int, maximum: int) -> SettingSpec:
@@ -336,102 +330,3 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 SETTINGS_BY_KEY: dict[str, SettingSpec] = {spec.key: spec for spec in SETTINGS}
-
-
-@dataclass(frozen=True)
-class Update:
-    """The result of applying one source of settings: the new settings and what to tell the user."""
-
-    settings: Settings
-    errors: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
-def apply_updates(settings: Settings, raw: Mapping[str, Any] | None) -> Update:
-    """Apply the camelCase keys of ``raw`` on top of ``settings``.
-
-    A value that fails its check is reported and the previous value stays; an unknown key is
-    reported as a warning and ignored, so a typo never stops the server.
-    """
-    if raw is None:
-        return Update(settings)
-    if not isinstance(raw, Mapping):
-        return Update(settings, errors=(f"settings must be an object, got {type(raw).__name__}",))
-    changes: dict[str, Any] = {}
-    errors: list[str] = []
-    warnings: list[str] = []
-    for key, value in raw.items():
-        spec = SETTINGS_BY_KEY.get(key)
-        if spec is None:
-            warnings.append(f"unknown setting {key!r} ignored")
-            continue
-        if value is None:
-            continue
-        try:
-            changes[spec.field] = spec.check(value)
-        except ValueError as allowed:
-            errors.append(f"{SECTION}.{key}: {value!r} is not valid; expected {allowed}")
-    candidate = dataclasses.replace(settings, **changes)
-    if candidate.prompt_budget() < MIN_PROMPT_TOKENS:
-        errors.append(
-            f"{SECTION}.maxNewTokens ({candidate.max_new_tokens}) leaves too little of "
-            f"{SECTION}.maxContextTokens ({candidate.max_context_tokens}) for the prompt; "
-            "keep maxNewTokens at most maxContextTokens - 18"
-        )
-        for field in ("max_context_tokens", "max_new_tokens"):
-            changes.pop(field, None)
-        candidate = dataclasses.replace(settings, **changes)
-    return Update(candidate, tuple(errors), tuple(warnings))
-
-
-def section_from_configuration(raw: Any) -> Mapping[str, Any] | None:
-    """Find our section in a ``didChangeConfiguration`` payload.
-
-    Clients differ: VS Code sends ``{"codegeex2": {...}}``, some send the section's own object,
-    others send settings for every server at once. Only a payload that names our section, or
-    that uses our keys, is taken.
-    """
-    if not isinstance(raw, Mapping):
-        return None
-    section = raw.get(SECTION)
-    if isinstance(section, Mapping):
-        return section
-    if any(key in SETTINGS_BY_KEY for key in raw):
-        return raw
-    return None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """A kebab-case flag for every setting; unset flags stay None so they override nothing."""
-    group = parser.add_argument_group("settings (the same as the LSP settings)")
-    for spec in SETTINGS:
-        metavar = spec.metavar or ("|".join(spec.choices) if spec.choices else spec.kind.upper())
-        group.add_argument(
-            spec.flag,
-            dest=spec.field,
-            metavar=metavar,
-            default=None,
-            type=_flag_type(spec),
-            help=f"{spec.description} (default: {spec.default})",
-        )
-
-
-def _flag_type(spec: SettingSpec) -> Callable[[str], Any]:
-    if spec.kind == "integer":
-        return int
-    if spec.kind == "number":
-        return float
-    if spec.kind == "boolean":
-        # An unknown word stays a string, which the check reports like any bad value.
-        return lambda text: _FLAG_BOOLEANS.get(text.lower(), text)
-    return str
-
-
-def from_arguments(namespace: argparse.Namespace, base: Settings | None = None) -> Update:
-    """Settings from parsed flags, checked like any other source."""
-    raw = {
-        spec.key: getattr(namespace, spec.field)
-        for spec in SETTINGS
-        if getattr(namespace, spec.field, None) is not None
-    }
-    return apply_updates(base or Settings(), raw)

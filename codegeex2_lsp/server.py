@@ -22,19 +22,13 @@ from lsprotocol import types
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
-from codegeex2_lsp.config import (
-    SECTION,
-    LoadSpec,
-    Settings,
-    Update,
-    apply_updates,
-    section_from_configuration,
-)
+from codegeex2_lsp.config import SECTION, LoadSpec, Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.documents import Document
 from codegeex2_lsp.engine.local import Cancelled, Generation
 from codegeex2_lsp.engine.worker import Engine, LoadListener, Ticket
 from codegeex2_lsp.protocol import SafeLanguageServer
+from codegeex2_lsp.setting_sources import Update, apply_updates, section_from_configuration
 
 log = logging.getLogger(__name__)
 
