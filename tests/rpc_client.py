@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +35,11 @@ class RawClient:
 
     @classmethod
     async def start(cls, *args: str, stderr: IO[bytes] | None = None) -> RawClient:
+        """Start the server; its torch uses one thread.
+
+        On a machine busier than its cores, torch's worker threads spin waiting for each other:
+        a tiny model's answer then takes hundreds of milliseconds instead of a few.
+        """
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -42,6 +48,7 @@ class RawClient:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr if stderr is not None else asyncio.subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         return cls(process)
 

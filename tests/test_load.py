@@ -21,11 +21,17 @@ pytestmark = pytest.mark.slow
 
 REQUESTS = 1000
 DOCUMENTS = 20
-CANCELLED = 0.3
+CANCELLED = 0.33
 IN_FLIGHT = 40
 REPLAYED = 40
 REQUEST_CANCELLED = -32800
-SETTINGS = {"maxNewTokens": 8, "candidates": 1, "debounceMs": 0, "prefixCacheMb": 16}
+SETTINGS = {
+    "maxNewTokens": 2,
+    "maxContextTokens": 128,
+    "candidates": 1,
+    "debounceMs": 0,
+    "prefixCacheMb": 16,
+}
 BODY = "\n\ndef {name}(path):\n    with open(path) as f:\n        "
 
 
