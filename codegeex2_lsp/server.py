@@ -190,7 +190,10 @@ class CodeGeeX2Server(SafeLanguageServer):
         token = await self._begin_progress(f"Loading {spec.model}")
 
         def later(callback: Callable[..., None], *args: Any) -> Callable[..., None]:
-            return lambda *values: loop.call_soon_threadsafe(callback, *args, *values)
+            def call(*values: Any) -> None:
+                loop.call_soon_threadsafe(partial(callback, *args), *values)
+
+            return call
 
         listener = LoadListener(
             on_progress=later(self._report_progress, token),

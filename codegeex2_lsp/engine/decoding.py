@@ -60,7 +60,7 @@ def decode(
         before_pass()
         drafts = drafter.propose(generated)[: limit - len(generated)] if drafter else []
         rows = steps.run([token, *drafts])
-        if not drafts:
+        if drafter is None or not drafts:
             if drafter is not None:
                 drafter.record(0, 0)
             token = pick(rows[0])

@@ -80,7 +80,10 @@ class ModelService:
         loop = self._loop = asyncio.get_running_loop()
 
         def later(callback: Callable[..., None]) -> Callable[..., None]:
-            return lambda *values: loop.call_soon_threadsafe(callback, *values)
+            def call(*values: Any) -> None:
+                loop.call_soon_threadsafe(callback, *values)
+
+            return call
 
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
         self.engine.load(
