@@ -2,7 +2,7 @@
 # The whole test suite from a fresh clone: a virtual environment with torch (the build the
 # configured package indexes offer; see the README for the CPU-only one), the package with its test tools, the editors the editor tests drive (Emacs and
 # Neovim; installing Emacs needs root or sudo), the VS Code extension's build and unit
-# tests, then pytest. Arguments go to pytest.
+# tests, the linter, the formatter and the type checker, then pytest. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +21,5 @@ bash .ci/build-vscode
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"
