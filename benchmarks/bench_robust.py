@@ -43,9 +43,9 @@ from codegeex2_lsp.completion import CompletionRequest, finish, prepare
 from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache, build_prompt
 from codegeex2_lsp.documents import DocumentStore
-from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.languages import tag_line
 from codegeex2_lsp.testing import write_tiny_model
+from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
 
 TYPED = "    total = sum(item.size for item in self.items if item)"
 SUGGESTION = " + len(self.pending)\n    return total\n"

@@ -50,7 +50,8 @@ from codegeex2_lsp.engine.checkpoint import load_tokenizer
 from codegeex2_lsp.engine.decoding import decode
 from codegeex2_lsp.engine.kvcache import StaticDecoder
 from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import LocalModel, SamplingParams
+from codegeex2_lsp.engine.local import LocalModel
+from codegeex2_lsp.generation import SamplingParams
 from codegeex2_lsp.testing import TINY_CORPUS, train_tokenizer, write_tiny_model
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

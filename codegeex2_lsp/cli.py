@@ -130,9 +130,9 @@ def complete_command(argv: Sequence[str]) -> int:
     settings = _settings(parser, args)
     _setup_logging(args, stderr_level="WARNING")
 
+    from codegeex2_lsp.backends import load_backend
     from codegeex2_lsp.completion import finish, generate, prepare
     from codegeex2_lsp.context import LineTokenCache
-    from codegeex2_lsp.engine.loader import load_local
     from codegeex2_lsp.languages import language_id_for_path
 
     try:
@@ -141,7 +141,7 @@ def complete_command(argv: Sequence[str]) -> int:
         print(f"codegeex2-lsp: cannot read {args.file}: {error}", file=sys.stderr)
         return 2
     try:
-        model, description = load_local(settings.load_spec())
+        model, description = load_backend(settings.load_spec())
     except LoadError as failure:
         print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
         return 1

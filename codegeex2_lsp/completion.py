@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache, Prompt, prompt_at
-from codegeex2_lsp.engine.local import Generation, LocalModel, SamplingParams
+from codegeex2_lsp.generation import CompletionModel, Generation, SamplingParams
 from codegeex2_lsp.languages import canonical_language_id, tag_line
 from codegeex2_lsp.postprocess import PostContext, is_settled, make_context, postprocess
 from codegeex2_lsp.text import LspText, PositionEncoding
@@ -114,7 +114,7 @@ def prepare(
 
 def generate(
     request: CompletionRequest,
-    model: LocalModel,
+    model: CompletionModel,
     cancelled: Callable[[], bool],
     *,
     raw: bool = False,

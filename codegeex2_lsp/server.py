@@ -1,4 +1,4 @@
-"""The language server: LSP in, suggestions out. It knows LSP and nothing of torch.
+"""The language server: LSP in, suggestions out. It knows LSP and nothing of any backend.
 
 Handlers are thin: they snapshot the document, build an immutable request on the event
 loop, hand the model work to the engine's thread and await it. The newest request for a
@@ -25,10 +25,10 @@ from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepar
 from codegeex2_lsp.config import SECTION, LoadSpec, Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.documents import Document
-from codegeex2_lsp.engine.local import Cancelled, Generation
-from codegeex2_lsp.engine.worker import Engine, LoadListener, Ticket
+from codegeex2_lsp.generation import Cancelled, Generation
 from codegeex2_lsp.protocol import SafeLanguageServer
 from codegeex2_lsp.setting_sources import Update, apply_updates, section_from_configuration
+from codegeex2_lsp.worker import Engine, LoadListener, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -431,13 +431,7 @@ class CodeGeeX2Server(SafeLanguageServer):
             "served": asdict(self.served),
             "documents": self.documents.status(),
             "tokens": asdict(model.totals) if model is not None else None,
-            "decode": model.decode if model is not None else None,
-            "speculation": asdict(model.speculation) if model is not None else None,
-            "prefix_cache": (
-                {"documents": len(model.prefixes), "bytes": model.prefixes.nbytes}
-                if model is not None
-                else None
-            ),
+            **(model.status() if model is not None else {}),
         }
 
 

@@ -17,8 +17,8 @@ from codegeex2_lsp.context import (
     build_prompt,
     prompt_at,
 )
-from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.text import LspText
+from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
 
 TAG = "# language: Python"
 

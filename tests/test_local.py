@@ -12,14 +12,8 @@ from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.engine.checkpoint import load_tokenizer
 from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import (
-    Cancelled,
-    Generation,
-    LocalModel,
-    SamplingParams,
-    common_prefix_length,
-    decode_mode,
-)
+from codegeex2_lsp.engine.local import LocalModel, common_prefix_length, decode_mode
+from codegeex2_lsp.generation import Cancelled, Generation, SamplingParams
 from codegeex2_lsp.testing import TINY_CORPUS
 
 GREEDY = SamplingParams(max_new_tokens=24)

@@ -24,8 +24,8 @@ import pytest
 
 from codegeex2_lsp.config import Settings
 from codegeex2_lsp.engine.loader import load_local
-from codegeex2_lsp.engine.local import LocalModel, SamplingParams
-from codegeex2_lsp.engine.worker import Engine, LoadListener
+from codegeex2_lsp.engine.local import LocalModel
+from codegeex2_lsp.generation import SamplingParams
 from codegeex2_lsp.serve.listen import (
     ListenError,
     ModelServer,
@@ -33,6 +33,7 @@ from codegeex2_lsp.serve.listen import (
     tcp_socket,
     unix_socket,
 )
+from codegeex2_lsp.worker import Engine, LoadListener
 
 READY_TIMEOUT = 60.0
 PROMPT = "# language: Python\ndef fibonacci(n):\n"

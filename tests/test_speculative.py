@@ -20,7 +20,8 @@ from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.drafting import DRAFT_TOKENS, DraftTotals
 from codegeex2_lsp.engine.checkpoint import load_tokenizer
 from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import Cancelled, Generation, LocalModel, SamplingParams
+from codegeex2_lsp.engine.local import LocalModel
+from codegeex2_lsp.generation import Cancelled, Generation, SamplingParams
 from codegeex2_lsp.testing import TINY_CORPUS, write_tiny_model
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 

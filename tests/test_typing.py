@@ -13,9 +13,9 @@ from pytest_lsp import LanguageClient
 
 from codegeex2_lsp.config import LoadSpec
 from codegeex2_lsp.context import LineTokenCache, build_prompt
-from codegeex2_lsp.engine.local import Cancelled, LocalModel, SamplingParams
-from codegeex2_lsp.engine.worker import Engine, LoadListener
+from codegeex2_lsp.generation import Cancelled, CompletionModel, SamplingParams
 from codegeex2_lsp.testing import write_tiny_model
+from codegeex2_lsp.worker import Engine, LoadListener
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 
 pytestmark = pytest.mark.slow
@@ -230,11 +230,11 @@ def test_superseded_work_waiting_in_the_queue_is_never_prefilled(tiny_model_dir:
     release = threading.Event()
     prompts: list[int] = []
 
-    def block(model: LocalModel, cancelled: Callable[[], bool]) -> None:
+    def block(model: CompletionModel, cancelled: Callable[[], bool]) -> None:
         release.wait(10)
 
-    def work(length: int) -> Callable[[LocalModel, Callable[[], bool]], int]:
-        def run(model: LocalModel, cancelled: Callable[[], bool]) -> int:
+    def work(length: int) -> Callable[[CompletionModel, Callable[[], bool]], int]:
+        def run(model: CompletionModel, cancelled: Callable[[], bool]) -> int:
             prompts.append(length)
             ids = model.tokenizer.prompt_ids(SOURCE[:length])
             params = SamplingParams(max_new_tokens=4)

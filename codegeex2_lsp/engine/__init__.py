@@ -1,1 +1,1 @@
-"""Everything that knows torch: tokenizer, checkpoint loading, generation, the worker thread."""
+"""The local backend, everything that knows torch: checkpoint loading, devices, generation."""

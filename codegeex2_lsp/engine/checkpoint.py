@@ -20,8 +20,8 @@ import torch
 from transformers import GlmConfig
 
 from codegeex2_lsp.engine.quantize import INT4_GROUP_SIZE, int4_group_size
-from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
 
 CONFIG_FILE = "config.json"
 

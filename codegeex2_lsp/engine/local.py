@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict
+from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache, GlmForCausalLM
@@ -30,7 +30,8 @@ from codegeex2_lsp.engine.kvcache import (
     common_prefix_length,
     static_length,
 )
-from codegeex2_lsp.engine.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.generation import Cancelled, Generation, SamplingParams, StopCheck, Totals
+from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -44,65 +45,6 @@ full-size model in 16-bit (about 28 KiB per token)."""
 
 DecodeMode = Literal["dynamic", "static", "compiled"]
 """How decode runs: on the growing prefix cache, on a static cache eagerly, or compiled."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick each next token; temperature 0 means greedy.
-
-    ``speculative`` lets greedy decoding check tokens drafted from the prompt, the generated
-    text and ``following_ids`` (the text after the cursor) several at a time; the output is
-    the same, only sooner when drafts hit.
-    """
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 0.95
-    top_k: int = 0
-    seed: int = 0
-    speculative: bool = False
-    following_ids: tuple[int, ...] = ()
-
-
-@dataclass
-class Generation:
-    """What one generation produced and what it cost, for logs, tests and benchmarks."""
-
-    text: str = ""
-    ids: list[int] = field(default_factory=list)
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    prefilled_tokens: int = 0
-    generated_tokens: int = 0
-    finish_reason: str = "length"
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    decode_mode: DecodeMode = "dynamic"
-
-
-@dataclass
-class Totals:
-    """Work done by the model since it was loaded, including cancelled work.
-
-    ``reused`` counts prompt tokens whose KV came from the prefix cache instead of a prefill;
-    ``generations`` counts calls of :meth:`LocalModel.generate`, so callers can prove that an
-    answer cost no model work; ``seconds`` is the time spent in them, so a benchmark can tell
-    model time from the server's own.
-    """
-
-    prefilled: int = 0
-    generated: int = 0
-    reused: int = 0
-    generations: int = 0
-    seconds: float = 0.0
-
-
-class Cancelled(Exception):
-    """The request was cancelled or superseded while it ran; its partial work is not answered."""
-
-
-StopCheck = Callable[[str], bool]
-"""Called with the text generated so far after each token; True ends generation."""
 
 
 def decode_mode(setting: str, device: torch.device) -> DecodeMode:
@@ -160,6 +102,28 @@ class LocalModel:
         if self._static is None:
             return "dynamic"
         return "compiled" if self._static.compiled else "static"
+
+    def choose_decode(
+        self, setting: str, context_tokens: int, progress: Callable[[str], None]
+    ) -> None:
+        """Use the ``compile`` setting's decode path for a context of ``context_tokens``."""
+        mode = decode_mode(setting, self.device)
+        if mode != "dynamic" and self.decode != mode:
+            progress("Compiling the decode step")
+        try:
+            self.configure_decode(mode, context_tokens)
+        except Exception:
+            # A compiler that fails must not cost the user their completions.
+            log.exception("preparing %s decode failed; decoding without it", mode)
+            self.configure_decode("dynamic", context_tokens)
+
+    def status(self) -> dict[str, Any]:
+        """The decode path, speculation's counters and the KV memory kept for prefix reuse."""
+        return {
+            "decode": self.decode,
+            "speculation": asdict(self.speculation),
+            "prefix_cache": {"documents": len(self.prefixes), "bytes": self.prefixes.nbytes},
+        }
 
     @torch.inference_mode()
     def configure_decode(self, mode: DecodeMode, context_tokens: int) -> None:

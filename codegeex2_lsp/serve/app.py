@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from codegeex2_lsp.engine.local import Cancelled, Generation, LocalModel, SamplingParams
-from codegeex2_lsp.engine.worker import Ticket
+from codegeex2_lsp.engine.local import LocalModel
+from codegeex2_lsp.generation import Cancelled, CompletionModel, Generation, SamplingParams
 from codegeex2_lsp.serve.service import ModelService
 from codegeex2_lsp.serve.wire import (
     Answer,
@@ -32,6 +32,7 @@ from codegeex2_lsp.serve.wire import (
     parse_completion,
     random_seed,
 )
+from codegeex2_lsp.worker import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,9 @@ class Job:
     def _emit(self, event: tuple[int, str, list[int], str | None] | None) -> None:
         self._loop.call_soon_threadsafe(self.events.put_nowait, event)
 
-    def run(self, model: LocalModel, cancelled: Callable[[], bool]) -> None:
+    def run(self, model: CompletionModel, cancelled: Callable[[], bool]) -> None:
         """On the model thread: generate each of the ``n`` choices, sending every token."""
+        assert isinstance(model, LocalModel)
         try:
             for index in range(self.call.n):
                 self._choice(model, cancelled, index)
@@ -198,7 +200,7 @@ def create_app(service: ModelService, api_key: str | None, on_close: asyncio.Eve
         return hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode())
 
     def ready_model() -> LocalModel | None:
-        return service.engine.model if service.state == "ready" else None
+        return service.local_model() if service.state == "ready" else None
 
     async def health(request: Request) -> Response:
         return Response(status_code=200 if ready_model() is not None else 503)

@@ -20,7 +20,8 @@ from typing import Any
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.config import Settings
-from codegeex2_lsp.engine.worker import Engine, LoadListener
+from codegeex2_lsp.engine.local import LocalModel
+from codegeex2_lsp.worker import Engine, LoadListener
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,14 @@ class ModelService:
         self.progress = message
         log.info("%s", message)
 
-    def _on_ready(self, description: str) -> None:
+    def local_model(self) -> LocalModel | None:
+        """The loaded model: a served model is always the local backend's."""
         model = self.engine.model
+        assert model is None or isinstance(model, LocalModel)
+        return model
+
+    def _on_ready(self, description: str) -> None:
+        model = self.local_model()
         assert model is not None
         # Editors often hold the same files: let a document start from another's prefix.
         model.share_prefixes = True
@@ -164,7 +171,7 @@ class ModelService:
 
     def status(self) -> dict[str, Any]:
         """What ``doctor`` and the tests read: the model, its loads, clients, work and memory."""
-        model = self.engine.model
+        model = self.local_model()
         totals = model.totals if model is not None else None
         return {
             "version": __version__,

@@ -19,12 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import torch
-
+from codegeex2_lsp.backends import load_backend, release_memory
 from codegeex2_lsp.config import LoadSpec
-from codegeex2_lsp.engine.loader import load_local
-from codegeex2_lsp.engine.local import Cancelled, LocalModel, decode_mode
 from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.generation import Cancelled, ChoosesDecode, CompletionModel
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,7 @@ T = TypeVar("T")
 DECODE_KEY = "\0decode"
 """The queue key of decode-path changes; no document has it."""
 
-Work = Callable[[LocalModel, Callable[[], bool]], T]
+Work = Callable[[CompletionModel, Callable[[], bool]], T]
 """A unit of model work: it gets the model and a ``cancelled()`` probe to check every token."""
 
 
@@ -78,8 +76,7 @@ class Engine:
         self._queue: deque[Ticket[Any]] = deque()
         self._pending_load: tuple[LoadSpec, LoadListener] | None = None
         self._running: Ticket[Any] | None = None
-        self._model: LocalModel | None = None
-        self._loaded: LoadSpec | None = None
+        self._model: CompletionModel | None = None
         self._state = "idle"
         self._closed = False
         self._decode = ("off", 0)
@@ -96,13 +93,9 @@ class Engine:
         return self._state
 
     @property
-    def model(self) -> LocalModel | None:
+    def model(self) -> CompletionModel | None:
         """The loaded model, for its tokenizer on the caller's thread; never run it from there."""
         return self._model if self._state == "ready" else None
-
-    @property
-    def loaded(self) -> LoadSpec | None:
-        return self._loaded
 
     def load(self, spec: LoadSpec, listener: LoadListener | None = None) -> None:
         """Load ``spec`` in the background, replacing any load that has not started yet."""
@@ -121,22 +114,17 @@ class Engine:
             changed = self._decode != (setting, context_tokens)
             self._decode = (setting, context_tokens)
         if changed and self.model is not None:
-            self.submit(DECODE_KEY, lambda model, cancelled: self._apply_decode(model))
+            self.submit(DECODE_KEY, lambda model, cancelled: self._apply_decode(model, log.info))
 
     def forget(self, key: str) -> None:
         """Stop the work for document ``key`` and free the KV cache kept for it."""
         self.submit(key, lambda model, cancelled: model.forget(key))
 
-    def _apply_decode(self, model: LocalModel) -> None:
+    def _apply_decode(self, model: CompletionModel, progress: Callable[[str], None]) -> None:
         with self._lock:
             setting, context_tokens = self._decode
-        mode = decode_mode(setting, model.device)
-        try:
-            model.configure_decode(mode, context_tokens)
-        except Exception:
-            # A compiler that fails must not cost the user their completions.
-            log.exception("preparing %s decode failed; decoding without it", mode)
-            model.configure_decode("dynamic", context_tokens)
+        if isinstance(model, ChoosesDecode):
+            model.choose_decode(setting, context_tokens, progress)
 
     def submit(self, key: str, work: Work[T], *, owner: str = "") -> Ticket[T]:
         """Queue ``work`` for the document ``key``, superseding earlier work for it."""
@@ -222,17 +210,15 @@ class Engine:
         started = time.perf_counter()
         self._release()
         try:
-            model, description = load_local(spec, listener.on_progress)
+            model, description = load_backend(spec, listener.on_progress)
         except LoadError as failure:
             log.error(
                 "loading %s failed: %s", spec.model, failure.message, exc_info=failure.__cause__
             )
-            self._finish_load("failed", None, None)
+            self._finish_load("failed", None)
             listener.on_failed(failure.message, failure.hint)
             return
-        if decode_mode(self._decode[0], model.device) != "dynamic":
-            listener.on_progress("Compiling the decode step")
-        self._apply_decode(model)
+        self._apply_decode(model, listener.on_progress)
         seconds = time.perf_counter() - started
         self.description = f"{description}, loaded in {seconds:.1f} s"
         log.info("model ready: %s", self.description)
@@ -240,13 +226,12 @@ class Engine:
         # walking them all would stall a keystroke's answer. Frozen, they are never walked.
         gc.collect()
         gc.freeze()
-        self._finish_load("ready", model, spec)
+        self._finish_load("ready", model)
         listener.on_ready(self.description)
 
-    def _finish_load(self, state: str, model: LocalModel | None, spec: LoadSpec | None) -> None:
+    def _finish_load(self, state: str, model: CompletionModel | None) -> None:
         with self._lock:
             self._model = model
-            self._loaded = spec
             # A newer load queued meanwhile keeps the state at "loading".
             if self._pending_load is None:
                 self._state = state
@@ -255,11 +240,8 @@ class Engine:
         """Free the old model before loading the next, so two never share the memory."""
         with self._lock:
             self._model = None
-            self._loaded = None
         gc.unfreeze()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
 
 def _drop(ticket: Ticket[Any]) -> None:
