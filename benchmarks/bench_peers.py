@@ -209,7 +209,7 @@ def load_ours(path: Path, threads: int) -> tuple[Stepper, str]:
     import codegeex2_lsp
     from codegeex2_lsp.config import LoadSpec
     from codegeex2_lsp.engine.loader import load_local
-    from codegeex2_lsp.engine.local import SamplingParams
+    from codegeex2_lsp.generation import SamplingParams
 
     torch.set_num_threads(threads)
     model, description = load_local(LoadSpec(model=str(path)))
