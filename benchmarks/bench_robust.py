@@ -237,13 +237,14 @@ def main(argv: list[str] | None = None) -> int:
                     **machine,
                 }
                 print(json.dumps(record), flush=True)
-        for name, (text, _) in scenarios().items():
+        documents = {name.split(",")[0]: text for name, (text, _) in scenarios().items()}
+        for name, text in documents.items():
             held = memory(text, settings, tokenizer, 20)
             print(
                 json.dumps(
                     {
                         "bench": "memory",
-                        "scenario": name.split(",")[0],
+                        "scenario": name,
                         **held,
                         "ratio": round(held["held_bytes"] / held["text_bytes"], 3),
                         "load_avg_1m": round(os.getloadavg()[0], 2),

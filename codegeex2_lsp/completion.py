@@ -35,6 +35,11 @@ PREFIX_CHARS = 8192
 """The request keeps at least this much of the text before the cursor (at most twice as much)
 for post-processing and typed-ahead, which look at a few thousand characters at most."""
 
+LINE_CHARS = 1024
+"""On a line longer than this, the request keeps only its end before the cursor (this much at
+least, at most twice): post-processing reads the cursor's line character by character, and a
+megabyte-long line would cost it milliseconds per keystroke for nothing it uses."""
+
 SUFFIX_CHARS = 4096
 """The request keeps this much of the text after the cursor."""
 
@@ -78,12 +83,16 @@ def prepare(
     ``invoked`` is true for an explicit request (a key the user pressed), which gets several
     candidates; automatic requests get one. Only windows around the cursor are read, so the
     cost does not grow with the document. The prefix kept starts on a grid of
-    ``PREFIX_CHARS``, so it grows as the user types along a suggestion (as typed-ahead needs)
-    rather than sliding.
+    ``PREFIX_CHARS`` (``LINE_CHARS`` in a long line), so it grows as the user types along a
+    suggestion (as typed-ahead needs) rather than sliding.
     """
     document = text if isinstance(text, LspText) else LspText(text)
     offset = document.offset(line, character, encoding)
     prefix_start = max(0, (offset - PREFIX_CHARS) // PREFIX_CHARS * PREFIX_CHARS)
+    line_start = document.line_start(document.line_of(offset))
+    if offset - line_start > LINE_CHARS:
+        within = (offset - line_start - LINE_CHARS) // LINE_CHARS * LINE_CHARS
+        prefix_start = max(prefix_start, line_start + within)
     prefix = document.slice(prefix_start, offset)
     suffix = document.slice(offset, offset + SUFFIX_CHARS)
     canonical = canonical_language_id(language_id, uri)

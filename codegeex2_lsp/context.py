@@ -106,12 +106,8 @@ def _line_count(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
-def _fits(encode: Encode, text: str, budget: int) -> bool:
-    return len(encode(text)) <= budget
-
-
-def _tail_start(encode: Encode, line: str, budget: int) -> int:
-    """Where to cut ``line`` so that the rest encodes to at most ``budget`` tokens.
+def _tail(encode: Encode, line: str, budget: int) -> tuple[str, tuple[int, ...]]:
+    """The end of ``line`` that encodes to at most ``budget`` tokens, and its ids.
 
     The cut lies on a grid of a quarter of the budget in characters, so that typing at the end
     of the line keeps the cut (and the prompt's first tokens) in place until the budget forces a
@@ -121,26 +117,33 @@ def _tail_start(encode: Encode, line: str, budget: int) -> int:
 
     The search is a bisection: token counts of suffixes are not strictly monotonic, but the
     result always fits, because the upper end of the interval only ever moves to a fitting cut.
+    Each cut tried is encoded once; the chosen one's ids are those already computed.
     """
+    encoded: dict[int, tuple[int, ...]] = {len(line): ()}
+
+    def fits(cut: int) -> bool:
+        if cut not in encoded:
+            encoded[cut] = tuple(encode(line[cut:]))
+        return len(encoded[cut]) <= budget
+
     grid = max(1, budget // 4)
-    positions = [*range(0, len(line), grid), len(line)]
-    cut = positions[_first_fitting(encode, line, positions, budget)]
+    cut = _first_fitting(fits, [*range(0, len(line), grid), len(line)])
     if cut == len(line) and grid > 1:
-        fine = list(range(max(0, cut - grid), len(line) + 1))
-        cut = fine[_first_fitting(encode, line, fine, budget)]
-    return cut
+        cut = _first_fitting(fits, list(range(max(0, cut - grid), len(line) + 1)))
+    fits(cut)
+    return line[cut:], encoded[cut]
 
 
-def _first_fitting(encode: Encode, line: str, positions: list[int], budget: int) -> int:
-    """Index of the first position whose suffix fits, assuming the last one does."""
+def _first_fitting(fits: Callable[[int], bool], positions: list[int]) -> int:
+    """The first position that fits, found by bisection, assuming the last one does."""
     lo, hi = -1, len(positions) - 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _fits(encode, line[positions[mid] :], budget):
+        if fits(positions[mid]):
             hi = mid
         else:
             lo = mid
-    return hi
+    return positions[hi]
 
 
 def _head(tag_line: str | None, cache: LineTokenCache, budget: int) -> tuple[str, tuple[int, ...]]:
@@ -219,11 +222,10 @@ def build_prompt(
         )
 
     last_start = prefix.rfind("\n", 0, len(prefix) - 1) + 1
-    last = prefix[last_start:]
-    tail = last[_tail_start(cache.encode, last, remaining) :]
+    tail, ids = _tail(cache.encode, prefix[last_start:], remaining)
     return Prompt(
         text=head_text + tail,
-        ids=head_ids + tuple(cache.encode(tail)),
+        ids=head_ids + ids,
         first_line=line_count - 1 if tail else line_count,
         trimmed=True,
     )
@@ -261,16 +263,28 @@ def prompt_at(
     A keystroke then costs time in proportion to the window, not to the document or to the
     cursor's line. The window grows until the budget, not the window, limits the prompt.
     """
-    head_ids = _head(tag_line, cache, budget)[1]
-    grid = max(1, (budget - len(head_ids)) // 4)
+    head_text, head_ids = _head(tag_line, cache, budget)
+    remaining = budget - len(head_ids)
+    grid = max(1, remaining // 4)
     chars = max(1, budget) * WINDOW_CHARS_PER_TOKEN
+    line = text.line_of(offset)
+    line_start = text.line_start(line)
     while True:
         window, start = prefix_window(text, offset, chars, step_lines=step_lines, grid=grid)
-        prompt = build_prompt(
-            printable(window), tag_line=tag_line, cache=cache, budget=budget, step_lines=step_lines
-        )
-        if start == 0 or prompt.trimmed:
-            return replace(prompt, first_line=prompt.first_line + text.line_of(start))
+        window = printable(window)
+        if start > line_start and budget > 0:
+            # Inside the cursor's line: only its end can be kept, so the line's other lines
+            # need not be looked at (nor the whole window encoded first, as build_prompt does).
+            tail, ids = _tail(cache.encode, window, remaining)
+            if len(tail) < len(window):
+                first = line if tail else line + 1
+                return Prompt(head_text + tail, head_ids + ids, first_line=first, trimmed=True)
+        else:
+            prompt = build_prompt(
+                window, tag_line=tag_line, cache=cache, budget=budget, step_lines=step_lines
+            )
+            if start == 0 or prompt.trimmed:
+                return replace(prompt, first_line=prompt.first_line + text.line_of(start))
         chars *= 4
 
 

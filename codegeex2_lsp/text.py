@@ -77,6 +77,9 @@ class LspText:
         self._breaks: list[int] = []
         self._length = 0
         self._index: tuple[list[int], list[int]] | None = None
+        # A keystroke asks for the same position several times (the edit's range, the prompt,
+        # the word before the cursor): the last answer is kept until the next edit.
+        self._last_offset: tuple[tuple[int, int, str], int] | None = None
         self.replace(0, 0, text)
 
     def __len__(self) -> int:
@@ -188,6 +191,14 @@ class LspText:
         """
         if line < 0 or character < 0:
             raise ValueError(f"negative position: line {line}, character {character}")
+        key = (line, character, encoding)
+        if self._last_offset is not None and self._last_offset[0] == key:
+            return self._last_offset[1]
+        offset = self._offset(line, character, encoding)
+        self._last_offset = (key, offset)
+        return offset
+
+    def _offset(self, line: int, character: int, encoding: PositionEncoding) -> int:
         if line >= self.line_count:
             return self._length
         start = self.line_start(line)
@@ -231,6 +242,7 @@ class LspText:
         self._breaks[first : last + 1] = [_count_breaks(p) for p in pieces]
         self._length += len(text) - (end - start)
         self._index = None
+        self._last_offset = None
         low = max(0, first - 1)
         high = min(len(self._chunks), first + len(pieces) + 1)
         self._repair(low, high)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from codegeex2_lsp.completion import LINE_CHARS, PREFIX_CHARS, SUFFIX_CHARS, prepare
+from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import (
     WINDOW_CHARS_PER_TOKEN,
     LineTokenCache,
@@ -353,3 +355,25 @@ def test_prompt_at_replaces_lone_surrogates() -> None:
     prompt = prompt_at(text, len(text), tag_line=None, cache=LineTokenCache(char_encode), budget=99)
     assert prompt.text == "a = '\ufffd'\nb = "
     assert list(prompt.ids) == char_encode(prompt.text)
+
+
+# --- prepare: what a request keeps of a huge document --------------------------------------
+
+
+def test_a_request_keeps_bounded_windows_of_a_huge_document() -> None:
+    lines = "".join(f"line_{i} = {i}\n" for i in range(50_000))
+    long_line = "x = [" + "1, " * 100_000
+    text = LspText(lines + long_line + "\nafter = 1\n" * 3000)
+    settings = Settings(max_context_tokens=512)
+    cache = LineTokenCache(char_encode)
+    at_end_of_long_line = prepare(
+        text, 50_000, len(long_line), settings=settings, cache=cache, language_id="python"
+    )
+    assert LINE_CHARS <= len(at_end_of_long_line.prefix) < 2 * LINE_CHARS
+    assert long_line.endswith(at_end_of_long_line.prefix)
+    assert at_end_of_long_line.suffix == ("\nafter = 1\n" * 3000)[:SUFFIX_CHARS]
+    assert len(at_end_of_long_line.prompt.ids) <= settings.prompt_budget()
+    in_the_lines = prepare(text, 40_000, 0, settings=settings, cache=cache, language_id="python")
+    assert PREFIX_CHARS <= len(in_the_lines.prefix) < 2 * PREFIX_CHARS
+    assert in_the_lines.prefix.endswith("line_39999 = 39999\n")
+    assert in_the_lines.suffix.startswith("line_40000 = 40000\n")
