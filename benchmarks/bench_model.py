@@ -10,9 +10,15 @@ memory is its own, and prints one JSON line:
     decode_ms_per_token (median)
 
 ``eager`` is plain transformers (eager attention, no quantization) in the same precision, the
-baseline; the others are this project's loading paths (SDPA, quantized linears).
+baseline (``eager-fp32`` beside ``eager-bf16`` separates the gain of quantization from that of
+the dtype); the others are this project's loading paths (SDPA, quantized linears).
+``--rounds`` repeats the configurations, alternating their order, so compared ones share the
+machine's interference. ``--model DIR`` loads a checkpoint through the engine's loader instead
+of building random weights in place: the memory a user's process holds, memory-mapped tensors
+included.
 
     python benchmarks/bench_model.py --configs eager-bf16,int8,int4 --prompts 512,2048
+    python benchmarks/bench_model.py --configs int8,int4 --rounds 2 --model DIR
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ Engines and their forms of the weights:
 
 - ``ours-int8``: this project as a user runs it on a CPU: ``codegeex2-lsp convert --quantize
   int8`` output, loaded with the default settings (INT8 dynamic kernel, float32), generating
-  through ``LocalModel.generate`` (the server's decode loop) with the prefix cache off;
+  through ``LocalModel.generate`` (the server's decode loop) with the prefix cache off, plain
+  decoding; ``ours-int8-speculative`` the same with speculation on (the server's default; on
+  random weights and a random prompt the drafts hardly ever hit, so this shows its overhead);
 - ``fastllm-int4``/``fastllm-int8``: ``ftllm`` loading the safetensors directory, quantizing at
   load, one thread (its pool busy-waits: two threads on two cores ran about 20 times slower);
 - ``chatglm.cpp-q4_0``/``q8_0``: ``chatglm-cpp`` (built from source) on GGML files written by its
@@ -48,6 +50,7 @@ TORCH = "torch==2.13.0"
 # name: (engine, form of the weights)
 CONFIGS = {
     "ours-int8": ("ours", "int8"),
+    "ours-int8-speculative": ("ours", "int8"),
     "fastllm-int4": ("fastllm", "int4"),
     "fastllm-int8": ("fastllm", "int8"),
     "chatglm.cpp-q4_0": ("chatglm.cpp", "q4_0"),
@@ -172,7 +175,9 @@ def write_ggml(ggml_type: str, source: Path, destination: Path) -> None:
             with safe_open(str(source / index["weight_map"][name]), "pt") as shard:
                 return shard.get_tensor(name).float()
 
-    model = SimpleNamespace(config=SimpleNamespace(**config), state_dict=Tensors)
+    # What the upstream config class adds to config.json: the pad id (0) and no prefix tuning.
+    fields = {"pad_token_id": 0, "pre_seq_len": None, **config}
+    model = SimpleNamespace(config=SimpleNamespace(**fields), state_dict=Tensors)
     tokenizer_proto = (source / "tokenizer.model").read_bytes()
     tokenizer = SimpleNamespace(
         tokenizer=SimpleNamespace(
@@ -203,7 +208,7 @@ Stepper = Callable[[list[int], int], list[float]]
 """Runs the prompt and ``n`` tokens after it; the times at which each token was known."""
 
 
-def load_ours(path: Path, threads: int) -> tuple[Stepper, str]:
+def load_ours(path: Path, threads: int, speculative: bool) -> tuple[Stepper, str]:
     import torch
 
     import codegeex2_lsp
@@ -221,14 +226,14 @@ def load_ours(path: Path, threads: int) -> tuple[Stepper, str]:
             times.append(time.perf_counter())
             return False
 
-        result = model.generate(
-            ids, SamplingParams(max_new_tokens=n), should_stop=stamp, cache_bytes=0
-        )
+        params = SamplingParams(max_new_tokens=n, speculative=speculative)
+        result = model.generate(ids, params, should_stop=stamp, cache_bytes=0)
         if result.generated_tokens != n:
             raise RuntimeError(f"stopped after {result.generated_tokens} tokens")
         return times
 
-    version = f"codegeex2-lsp {codegeex2_lsp.__version__}, torch {torch.__version__}: "
+    version = f"codegeex2-lsp {codegeex2_lsp.__version__}, torch {torch.__version__}, "
+    version += f"speculative {'on' if speculative else 'off'}: "
     return run, version + description
 
 
@@ -274,20 +279,23 @@ def load_chatglm_cpp(path: Path, threads: int) -> tuple[Stepper, str]:
     pipeline = chatglm_cpp.Pipeline(str(path))
 
     def run(ids: list[int], n: int) -> list[float]:
+        # 0.4.2 takes no thread count: ggml picks its own.
         config = chatglm_cpp._C.GenerationConfig(
-            max_length=len(ids) + n + 1, max_new_tokens=n, do_sample=False, num_threads=threads
+            max_length=len(ids) + n + 1, max_new_tokens=n, do_sample=False
         )
         times = []
         past = 0
         pending = list(ids)
         for _ in range(n):
-            token = pipeline.model.generate_next_token(pending, config, past, len(ids) + n + 1)
+            token = pipeline.model.generate_next_token(
+                pending, None, config, past, len(ids) + n + 1
+            )
             times.append(time.perf_counter())
             past += len(pending)
             pending = [token]
         return times
 
-    return run, f"chatglm-cpp {chatglm_cpp.__version__}, {path.stem}, {threads} thread(s)"
+    return run, f"chatglm-cpp {chatglm_cpp.__version__}, {path.stem}, ggml's own thread count"
 
 
 def measure(name: str, path: Path, prompt: int, decode: int, threads: int) -> dict[str, Any]:
@@ -295,7 +303,7 @@ def measure(name: str, path: Path, prompt: int, decode: int, threads: int) -> di
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     if engine == "ours":
-        run, version = load_ours(path, threads)
+        run, version = load_ours(path, threads, name.endswith("speculative"))
     elif engine == "fastllm":
         run, version = load_fastllm(path, form, threads)
     else:
@@ -315,6 +323,8 @@ def measure(name: str, path: Path, prompt: int, decode: int, threads: int) -> di
         "prefill_tok_s": round(prompt / (times[0] - started), 2),
         "decode_ms": round(1000 * statistics.median(steps), 1),
         "decode_ms_best": round(1000 * min(steps), 1),
+        # Speculation emits several tokens per pass: the mean is its per-token cost.
+        "decode_ms_mean": round(1000 * (times[-1] - times[0]) / len(steps), 1),
         "decode_steps": len(steps),
         "rss_after_load_gb": rss_after_load,
         "rss_after_decode_gb": _memory("VmRSS"),

@@ -12,7 +12,7 @@ after every keystroke, and prints one JSON line per scenario:
 - ``burst``: keystrokes come every ``--burst-interval-ms``, faster than the answers; the model
   work the whole burst cost, in tokens and seconds, against one completion's.
 - ``typing-long-file``: the same typing at the end of a file longer than the prompt budget
-  (``--long-file-tokens``), where the window's start moves down while the line grows.
+  (``--long-file-tokens``): a whole short method is typed, so the window's start moves down.
 
 Each scenario runs with prefix reuse on (the default budget) and off (``prefixCacheMb`` 0),
 the baseline, in the same run. Models: the tiny test checkpoint and a mid-size one written
@@ -51,6 +51,13 @@ URI = "file:///bench/queue.py"
 SOURCE_FILE = Path(queue.__file__)
 """A real source file that does not change under the benchmark: the standard library's."""
 TYPED_LINE = "    def put_many(self, items, block=True, timeout=None):"
+TYPED_METHOD = (
+    TYPED_LINE
+    + '\n        """Put every item of items, in order, as put() would."""'
+    + "\n        for item in items:"
+    + "\n            self.put(item, block, timeout)"
+)
+"""Typed at the end of the long file: enough text that the window must move on."""
 FILE_TOKENS = 2000
 
 MID_SIZE = {
@@ -159,7 +166,11 @@ class Typist:
                 ],
             )
         )
-        self.column += 1
+        if char == "\n":
+            self.line += 1
+            self.column = 0
+        else:
+            self.column += 1
 
     async def ask(self) -> list[str]:
         return await inline(self.client, URI, self.line, self.column, invoked=False)
@@ -270,7 +281,7 @@ async def run_model(name: str, model: Path, args: argparse.Namespace) -> None:
         "--model", str(model), "--device", args.device,
         "--max-new-tokens", str(args.max_new_tokens), "--compile", args.compile,
     ]  # fmt: skip
-    for reuse in ("on", "off"):
+    for reuse in ("on", "off") if args.short_file else ():
         flags = [*base, "--prefix-cache-mb", "256" if reuse == "on" else "0"]
         line = args.line if reuse == "on" else args.line[: args.baseline_keystrokes]
         async with running_server(*flags, "--debounce-ms", "0") as client:
@@ -311,7 +322,7 @@ async def long_file(
     flags = [*base, "--prefix-cache-mb", "256", "--debounce-ms", "0"]
     async with running_server(*flags) as client:
         ready = await wait_for_state(client, "ready")
-        result = await typing(client, source, args.line)
+        result = await typing(client, source, TYPED_METHOD)
         emit(
             scenario="typing-long-file",
             model=name,
@@ -340,6 +351,12 @@ def main() -> None:
         "--baseline-keystrokes", type=int, default=12, help="keystrokes typed without reuse"
     )
     parser.add_argument("--burst-keystrokes", type=int, default=20)
+    parser.add_argument(
+        "--no-short-file",
+        dest="short_file",
+        action="store_false",
+        help="skip the typing and burst scenarios on the file within the budget",
+    )
     parser.add_argument(
         "--long-file-tokens",
         type=int,

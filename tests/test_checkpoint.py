@@ -12,7 +12,7 @@ from huggingface_hub import constants
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, read_config
+from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, map_alone, read_config
 from codegeex2_lsp.engine.hub import resolve_model_dir
 from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.errors import LoadError
@@ -132,6 +132,32 @@ def test_embedding_stays_as_stored(tiny_model_dir: Path, tmp_path: Path) -> None
     assert looked_up.dtype == torch.float32
     assert torch.equal(looked_up, table.float()[ids])
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "embed" not in n)
+
+
+def test_a_tensor_mapped_alone_is_the_stored_one_and_never_writes_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "weights.safetensors"
+    stored = {"a": torch.arange(6, dtype=torch.float32), "b": torch.randn(3, 5).half()}
+    save_file(stored, path)
+    before = path.read_bytes()
+    mapped = map_alone(path, "b")
+    assert mapped.dtype == torch.float16
+    assert torch.equal(mapped, stored["b"])
+    mapped.zero_()
+    assert path.read_bytes() == before
+
+
+def test_a_16_bit_embedding_from_bin_shards_is_kept_as_stored(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    state = {name: tensor.to(torch.float16) for name, tensor in _single_file(model_dir).items()}
+    torch.save(state, model_dir / "pytorch_model.bin")
+    model = load_model(model_dir, device=CPU, dtype=torch.float32)
+    table = model.model.embed_tokens.weight
+    assert table.dtype == torch.float16
+    assert torch.equal(table, state["transformer.embedding.word_embeddings.weight"])
 
 
 def test_loads_single_bin(model: torch.nn.Module, tiny_model_dir: Path, tmp_path: Path) -> None:

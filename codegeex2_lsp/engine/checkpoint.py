@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+import numpy
 import torch
 from transformers import GlmConfig
 
@@ -266,6 +267,25 @@ def _shard_path(model_dir: Path, name: object, index_name: str) -> Path:
             "the checkpoint is damaged or not trustworthy; download the model again",
         )
     return model_dir / relative
+
+
+_SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+
+
+def map_alone(path: Path, name: str) -> torch.Tensor:
+    """One float tensor of a safetensors file, in a memory mapping of its own bytes.
+
+    The tensors :func:`read_weights` gives share one mapping of the whole file, kept alive by
+    any one of them: every page of it read while loading (the weights that were quantized or
+    converted into copies) would stay resident for as long as one tensor from the file is kept.
+    """
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        entry = json.loads(file.read(length))[name]
+    start, end = entry["data_offsets"]
+    # Copy-on-write: a writable buffer for torch, while the file is never written.
+    data = numpy.memmap(path, numpy.uint8, mode="c", offset=8 + length + start, shape=end - start)
+    return torch.frombuffer(data, dtype=_SAFETENSORS_DTYPES[entry["dtype"]]).view(entry["shape"])
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

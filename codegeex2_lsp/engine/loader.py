@@ -25,6 +25,7 @@ from codegeex2_lsp.engine.checkpoint import (
     glm_tensors,
     linear_names,
     load_tokenizer,
+    map_alone,
     read_config,
     read_weights,
     stored_quantization,
@@ -44,6 +45,8 @@ from codegeex2_lsp.engine.quantize import (
 from codegeex2_lsp.errors import LoadError
 
 logger = logging.getLogger(__name__)
+
+EMBEDDING = "model.embed_tokens.weight"
 
 
 def load_model(
@@ -169,7 +172,14 @@ class _Filling:
                 "config.json and the weights do not match; download the model again",
             )
         dtype = _storage_dtype(name, tensor, self.dtype)
-        return tensor.to(device=tensor_device(name, self.devices), dtype=dtype)
+        device = tensor_device(name, self.devices)
+        if name == EMBEDDING and dtype == tensor.dtype and device.type == "cpu":
+            # Kept as stored: in a mapping of its own where the format allows, else a copy,
+            # so the file's whole mapping (and what was read from it) can go.
+            if path.suffix == ".safetensors":
+                return map_alone(path, upstream_name)
+            return tensor.clone()
+        return tensor.to(device=device, dtype=dtype)
 
     def _add_quantized(
         self, module: str, suffix: str, tensor: torch.Tensor, upstream_name: str
@@ -257,7 +267,7 @@ def _storage_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch
     tokens actually seen become resident (the 6B table is 0.53 GB in 16-bit, 1.07 GB in float32).
     """
     if (
-        name == "model.embed_tokens.weight"
+        name == EMBEDDING
         and tensor.is_floating_point()
         and tensor.element_size() < torch.finfo(dtype).bits // 8
     ):
