@@ -18,6 +18,7 @@ The document store also lives here: the text synchronization notifications updat
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,22 @@ def _problem(error: BaseException) -> str:
     if isinstance(error, KeyError):
         return f"missing {error}"
     return str(error) or type(error).__name__
+
+
+SHOWN_CHARS = 600
+"""A message shown to the user is cut to this length; the log keeps it whole."""
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _readable(message: str) -> str:
+    """``message`` without terminal colour codes (libraries put them in exception texts),
+    cut in the middle to ``SHOWN_CHARS``: what failed comes first and what to do last."""
+    message = _TERMINAL_CODES.sub("", message)
+    if len(message) > SHOWN_CHARS:
+        end = SHOWN_CHARS // 4
+        message = message[: SHOWN_CHARS - end - 3] + " … " + message[-end:]
+    return message
 
 
 class SafeProtocol(LanguageServerProtocol):
@@ -221,6 +238,7 @@ class SafeLanguageServer(LanguageServer):
         by default the message is the problem.
         """
         problem = message if problem is None else problem
+        message = _readable(message)
         if problem in self._shown:
             log.info("not shown again: %s", message)
             return False

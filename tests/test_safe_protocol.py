@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from lsprotocol import types
 
-from codegeex2_lsp.protocol import SafeLanguageServer
+from codegeex2_lsp.protocol import SHOWN_CHARS, SafeLanguageServer
 
 
 class Wire:
@@ -79,3 +79,22 @@ def test_a_failing_notification_is_shown_once(caplog: pytest.LogCaptureFixture) 
     assert "save broke" in shown[0]["params"]["message"]
     assert sum("raise RuntimeError" in record.getMessage() for record in caplog.records) == 3
     assert not [m for m in wire.messages if "id" in m and m["id"] != 1]
+
+
+def test_messages_are_shown_once_per_problem_without_terminal_codes() -> None:
+    server, wire = failing_server()
+    long = "cannot read x.bin: \x1b[1mdo this only if you trust it\x1b[0m " + "detail " * 200
+    long += ". Download the model again"
+    assert server.show_once(types.MessageType.Error, long)
+    assert not server.show_once(types.MessageType.Error, long)
+    assert server.show_once(types.MessageType.Error, "maxNewTokens: 'x'", problem="maxNewTokens")
+    assert not server.show_once(types.MessageType.Error, "maxNewTokens: -1", problem="maxNewTokens")
+    shown = [
+        m["params"]["message"] for m in wire.messages if m.get("method") == "window/showMessage"
+    ]
+    assert len(shown) == 2
+    assert shown[0].startswith("cannot read x.bin: do this only if you trust it detail")
+    assert "\x1b" not in shown[0]
+    assert len(shown[0]) <= SHOWN_CHARS
+    assert shown[0].endswith(". Download the model again")
+    assert shown[1] == "maxNewTokens: 'x'"
