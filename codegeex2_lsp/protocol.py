@@ -56,12 +56,20 @@ def _valid_id(value: Any) -> bool:
 
 
 def _describe(error: BaseException) -> str:
-    """What was wrong, by field: ``$.params.position.line: ...`` for each problem found."""
+    """What was wrong, by field: ``... @ $.params.position.line`` for each problem found."""
     cause = error.__cause__ or error
     if isinstance(cause, cattrs.BaseValidationError):
         problems = cattrs.transform_error(cause, format_exception=lambda exc, _type: _problem(exc))
-        return "; ".join(problems)
+        return "; ".join(_wire_path(problem) for problem in problems)
     return str(cause) or type(cause).__name__
+
+
+def _wire_path(problem: str) -> str:
+    """The path in ``problem`` names Python attributes; the client knows the camelCase ones."""
+    what, at, path = problem.rpartition(" @ ")
+    if not at:
+        return problem
+    return f"{what} @ {_SNAKE.sub(lambda m: m.group(1).upper(), path)}"
 
 
 def _problem(error: BaseException) -> str:
@@ -72,6 +80,8 @@ def _problem(error: BaseException) -> str:
 
 SHOWN_CHARS = 600
 """A message shown to the user is cut to this length; the log keeps it whole."""
+
+_SNAKE = re.compile(r"(?<=[a-z])_([a-z])")
 
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
