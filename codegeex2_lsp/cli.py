@@ -6,6 +6,7 @@ In stdio mode stdout is the JSON-RPC channel, so logs go to stderr or a file, ne
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -252,7 +253,18 @@ def doctor_command(argv: Sequence[str]) -> int:
         print(line)
     for problem in diagnosis.problems:
         print(f"problem: {problem}")
+    print_shared_servers()
     return 0 if diagnosis.ok else 1
+
+
+def print_shared_servers() -> None:
+    """The running shared model servers of this user: what each serves, to whom, in how much."""
+    from codegeex2_lsp.sharing import describe, running_servers
+
+    servers = running_servers()
+    print("shared servers:" + ("" if servers else " none running"))
+    for path, status in servers:
+        print(f"  {describe(path, status)}")
 
 
 def model_server_command(argv: Sequence[str]) -> int:
@@ -276,6 +288,8 @@ def model_server_command(argv: Sequence[str]) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     settings = _settings(parser, args)
+    # The server is where the model runs: here, whatever backend its windows use.
+    settings = dataclasses.replace(settings, backend="local")
     if args.socket is not None and (args.host is not None or args.port is not None):
         parser.error("--socket and --host/--port exclude each other")
     if args.host is not None and args.port is None:

@@ -20,7 +20,7 @@ Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantize = Literal["auto", "none", "int8", "int4"]
 Multiline = Literal["auto", "always", "never"]
 Compile = Literal["auto", "on", "off"]
-Backend = Literal["local", "openai"]
+Backend = Literal["local", "openai", "shared"]
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000/v1"
 
@@ -29,6 +29,16 @@ LOCAL_ONLY = ("device", "dtype", "quantize", "num_gpus")
 
 SERVER_ONLY = ("server_url", "served_model", "request_timeout_ms")
 """LoadSpec fields only a completion server's client uses."""
+
+SHARED_ONLY = ("shared_idle_minutes",)
+"""LoadSpec fields only the shared backend uses (it loads as local does, in its server)."""
+
+UNUSED: dict[str, tuple[str, ...]] = {
+    "local": SERVER_ONLY + SHARED_ONLY,
+    "openai": LOCAL_ONLY + SHARED_ONLY,
+    "shared": SERVER_ONLY,
+}
+"""The LoadSpec fields each backend ignores."""
 
 MIN_PROMPT_TOKENS = 16
 """The least room the prompt must keep in the context."""
@@ -51,6 +61,7 @@ class LoadSpec:
     server_url: str = DEFAULT_SERVER_URL
     served_model: str = ""
     request_timeout_ms: int = 10000
+    shared_idle_minutes: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class Settings:
     server_url: str = DEFAULT_SERVER_URL
     served_model: str = ""
     request_timeout_ms: int = 10000
+    shared_idle_minutes: float = 10.0
 
     def load_spec(self) -> LoadSpec:
         """The part of the settings the loaded model depends on.
@@ -88,7 +100,7 @@ class Settings:
         spec = LoadSpec(
             **{field.name: getattr(self, field.name) for field in dataclasses.fields(LoadSpec)}
         )
-        unused = SERVER_ONLY if self.backend == "local" else LOCAL_ONLY
+        unused = UNUSED[self.backend]
         defaults = LoadSpec(model=self.model)
         return dataclasses.replace(spec, **{name: getattr(defaults, name) for name in unused})
 
@@ -300,8 +312,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     _choice(
         "backend",
         "backend",
-        "Where the model runs: local (in this process) or openai (an OpenAI-compatible "
-        "completion server such as vLLM, at serverUrl).",
+        "Where the model runs: local (in this process), shared (one server for all of this "
+        "user's editor windows, started on demand) or openai (an OpenAI-compatible completion "
+        "server such as vLLM, at serverUrl).",
         Backend,
     ),
     _string(
@@ -326,6 +339,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Milliseconds to wait for the server to connect or to send the next token.",
         100,
         600000,
+    ),
+    _number(
+        "sharedIdleMinutes",
+        "shared_idle_minutes",
+        "Minutes the shared model server stays without editor windows before it exits.",
+        0.0,
+        10080.0,
     ),
 )
 

@@ -41,6 +41,7 @@ def test_defaults_match_the_documented_ones() -> None:
         "serverUrl": "http://127.0.0.1:8000/v1",
         "servedModel": "",
         "requestTimeoutMs": 10000,
+        "sharedIdleMinutes": 10.0,
     }
 
 
@@ -140,6 +141,15 @@ def test_load_spec_changes_only_with_load_settings() -> None:
     assert Settings().load_spec() != Settings(dtype="float32").load_spec()
     assert Settings().load_spec() != Settings(quantize="int4").load_spec()
     assert Settings().load_spec() != Settings(num_gpus=2).load_spec()
+
+
+def test_a_shared_server_is_told_apart_by_what_a_local_load_depends_on() -> None:
+    shared = Settings(backend="shared")
+    assert shared.load_spec() != Settings().load_spec()
+    assert shared.load_spec() != Settings(backend="shared", device="cpu").load_spec()
+    assert shared.load_spec() == Settings(backend="shared", server_url="https://x/v1").load_spec()
+    assert Settings().load_spec() == Settings(shared_idle_minutes=1).load_spec()
+    assert shared.load_spec().shared_idle_minutes == 10.0
 
 
 def test_load_spec_ignores_what_the_backend_does_not_use() -> None:

@@ -183,6 +183,7 @@ class ModelService:
             "spec": dataclasses.asdict(self.settings.load_spec()),
             "loads": self.loads,
             "clients": len(self.clients),
+            "attached": sorted(self.clients),
             "requests": dataclasses.asdict(self.requests),
             "work": dataclasses.asdict(self.engine.counters),
             "tokens": dataclasses.asdict(totals) if totals is not None else {},

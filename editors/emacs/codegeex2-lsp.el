@@ -63,10 +63,11 @@ afterwards: restart a running one with `eglot-reconnect' or
            (:multiline (choice (const "auto") (const "always") (const "never")))
            (:candidates (integer :tag "Suggestions on an explicit request"))
            (:debounceMs (integer :tag "Delay before an automatic request"))
-           (:backend (choice (const "local") (const "openai")))
+           (:backend (choice (const "local") (const "openai") (const "shared")))
            (:serverUrl (string :tag "Completion server API URL, e.g. http://gpu:8000/v1"))
            (:servedModel (string :tag "Model name on the server, empty to ask"))
-           (:requestTimeoutMs (integer :tag "Server timeout in milliseconds")))))
+           (:requestTimeoutMs (integer :tag "Server timeout in milliseconds"))
+           (:sharedIdleMinutes (number :tag "Minutes a shared server waits without windows")))))
 
 ;;;###autoload
 (defun codegeex2-lsp-customize ()
