@@ -92,6 +92,7 @@ def write_weights(directory: Path) -> Path:
     import sentencepiece as spm
     import torch
     from safetensors.torch import save_file
+    from transformers import LlamaTokenizerFast
 
     from codegeex2_lsp.engine.checkpoint import CONFIG_FILE, SAFETENSORS_INDEX, TOKENIZER_FILE
     from codegeex2_lsp.testing import codegeex2_6b_shape, tiny_config, train_tokenizer
@@ -104,6 +105,14 @@ def write_weights(directory: Path) -> Path:
     shape["dtype"] = torch.float16
     config = tiny_config(**shape)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    # fastllm reads a tokenizer only through tokenizer.json and a class it knows; it is never
+    # used here (every engine gets token ids), but loading fails without it.
+    fast = LlamaTokenizerFast(vocab_file=str(directory / TOKENIZER_FILE), legacy=True)
+    fast.save_pretrained(str(directory))
+    tokenizer_config = directory / "tokenizer_config.json"
+    fields = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+    fields["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tokenizer_config.write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
     tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_model)
     weights = Weights(config, tokenizer, seed=0)
     block = torch.randn(2**24 + 1, generator=torch.Generator().manual_seed(0)).mul_(0.02)
@@ -234,7 +243,8 @@ def load_ours(path: Path, threads: int, speculative: bool) -> tuple[Stepper, str
 
     version = f"codegeex2-lsp {codegeex2_lsp.__version__}, torch {torch.__version__}, "
     version += f"speculative {'on' if speculative else 'off'}: "
-    return run, version + description
+    # The cache directory says nothing about the engine, and is this machine's own.
+    return run, version + description.replace(str(path), path.name)
 
 
 def load_fastllm(path: Path, dtype: str, threads: int) -> tuple[Stepper, str]:
@@ -392,13 +402,14 @@ def main() -> int:
             command += ["--prompt", str(args.prompt), "--decode", str(args.decode)]
             command += ["--threads", str(threads)]
             done = subprocess.run(command, check=False, capture_output=True, text=True)
-            if done.returncode:
+            # Peers print their own lines too; ours is the last JSON object.
+            found = [text for text in done.stdout.splitlines() if text.startswith('{"config"')]
+            if done.returncode or not found:
                 status = 1
-                tail = done.stderr.strip().splitlines()[-3:]
+                tail = (done.stderr + done.stdout).strip().splitlines()[-3:]
                 line = json.dumps({"config": name, "round": round_number, "error": tail})
             else:
-                result = json.loads(done.stdout.strip().splitlines()[-1])
-                line = json.dumps({**result, "round": round_number, **machine})
+                line = json.dumps({**json.loads(found[-1]), "round": round_number, **machine})
             print(line, flush=True)
             if args.out:
                 with args.out.open("a", encoding="utf-8") as out:
