@@ -156,8 +156,9 @@ async def started(model_dir: Path, directory: Path) -> RawClient:
 async def test_life_cycle(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Before ``initialize`` requests are refused, after ``shutdown`` too; ``exit`` ends the
     process (status 1 without ``shutdown``), and so does the client closing stdin."""
+    # No model: the life cycle does not depend on one, and three loads at once are slow.
     ordered, abrupt, closed = [
-        await started(tiny_model_dir, tmp_path / name)
+        await started(tmp_path / "no-model", tmp_path / name)
         for name in ("ordered", "abrupt", "closed")
         if not (tmp_path / name).mkdir()
     ]
