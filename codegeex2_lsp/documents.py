@@ -67,9 +67,6 @@ class DocumentStore:
     def get(self, uri: str) -> Document | None:
         return self._documents.get(unquote(uri))
 
-    def __iter__(self) -> Any:
-        return iter(self._documents.values())
-
     def open(self, item: types.TextDocumentItem) -> None:
         self._documents[unquote(item.uri)] = Document(
             item.uri, item.language_id, item.version, LspText(item.text)

@@ -218,13 +218,6 @@ class LspText:
                 break
         return offset
 
-    def position(self, offset: int, encoding: PositionEncoding) -> tuple[int, int]:
-        """The LSP position (line, character in ``encoding`` units) of ``offset``."""
-        offset = max(0, min(offset, self._length))
-        line = self.line_of(offset)
-        start = self.line_start(line)
-        return line, units(self.slice(start, offset), encoding)
-
     # -- editing ------------------------------------------------------------------------------
 
     def replace(self, start: int, end: int, text: str) -> None:
