@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from transformers import DynamicCache, GlmForCausalLM
 
-from codegeex2_lsp.drafting import Drafter, DraftTotals
+from codegeex2_lsp.drafting import DRAFT_TOKENS, Drafter, DraftTotals
 from codegeex2_lsp.engine.decoding import decode
 from codegeex2_lsp.engine.kvcache import (
     CacheEntry,
@@ -42,6 +42,11 @@ DEFAULT_CACHE_BYTES = 256 * 2**20
 """KV memory kept for prefix reuse unless told otherwise: a few full-context documents of the
 full-size model in 16-bit (about 28 KiB per token)."""
 
+
+CPU_DRAFT_TOKENS = 3
+"""Most tokens drafted per pass on the CPU. There a pass over n tokens costs more than one
+(about a fifth of a step per extra token with the INT8 kernel, see benchmarks/BENCHMARKS.md),
+so only short drafts pay; on GPUs a few more tokens cost almost nothing (DRAFT_TOKENS)."""
 
 DecodeMode = Literal["dynamic", "static", "compiled"]
 """How decode runs: on the growing prefix cache, on a static cache eagerly, or compiled."""
@@ -95,6 +100,7 @@ class LocalModel:
         self._static: StaticDecoder | None = None
         self.totals = Totals()
         self.speculation = DraftTotals()
+        self.draft_tokens = CPU_DRAFT_TOKENS if self.device.type == "cpu" else DRAFT_TOKENS
 
     @property
     def decode(self) -> DecodeMode:
@@ -224,7 +230,7 @@ class LocalModel:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         drafter = None
         if params.speculative and generator is None:
-            drafter = Drafter(prompt_ids, params.following_ids)
+            drafter = Drafter(prompt_ids, params.following_ids, max_tokens=self.draft_tokens)
         context = list(prompt_ids[-8:])
 
         def emit(token: int) -> bool:
