@@ -112,7 +112,7 @@ def test_rejected_drafts_leave_the_output_unchanged(model: LocalModel) -> None:
         totals = counted(model, lambda: result.append(model.generate(ids, SPECULATIVE)))  # noqa: B023
         assert result[0].ids == plain(model, ids).ids, start
         rejected += totals.drafted - totals.accepted
-    assert rejected >= 10
+    assert rejected >= 5
 
 
 def test_speculation_is_off_unless_asked_and_when_sampling(model: LocalModel) -> None:
@@ -133,7 +133,7 @@ def test_drafts_from_the_text_after_the_cursor(model: LocalModel) -> None:
     result: list[Generation] = []
     totals = counted(model, lambda: result.append(model.generate(ids, with_following)))
     assert result[0].ids == expected.ids
-    assert totals.accepted >= 30
+    assert totals.accepted >= 25
     assert counted(model, lambda: model.generate(ids, SPECULATIVE)).accepted < 10
 
 
