@@ -482,7 +482,7 @@ def _projection(
 def e2e(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as directory:
-        model_dir = write_tiny_model(Path(directory), seed=LOOPING_SEED, num_layers=args.layers)
+        model_dir = write_tiny_model(Path(directory), seed=args.seed, num_layers=args.layers)
         model = LocalModel(
             load_model(model_dir, device=torch.device("cpu"), dtype=torch.float32),
             load_tokenizer(model_dir),
@@ -490,6 +490,11 @@ def e2e(args: argparse.Namespace) -> None:
     rng = random.Random(0)
     prompts = []
     for _ in range(args.prompts):
+        if args.random_prompts:
+            # Random pieces: nothing in the prompt repeats, so drafts rarely hit.
+            pieces = [rng.randrange(300, model.tokenizer.piece_count) for _ in range(500)]
+            prompts.append([*model.tokenizer.prefix_ids, *pieces])
+            continue
         start = rng.randrange(0, len(TINY_CORPUS) - 2000)
         prompts.append(model.tokenizer.prompt_ids(TINY_CORPUS[start : start + 1500]))
     plain = SamplingParams(max_new_tokens=args.tokens)
@@ -510,7 +515,8 @@ def e2e(args: argparse.Namespace) -> None:
     _emit(
         {
             "part": "e2e",
-            "model": f"tiny, seed {LOOPING_SEED}, {args.layers} layers (greedy output loops)",
+            "model": f"tiny, seed {args.seed}, {args.layers} layers",
+            "prompts_kind": "random pieces" if args.random_prompts else "code",
             "prompts": len(prompts),
             "repeats": args.repeats,
             "new_tokens": args.tokens,
@@ -609,6 +615,8 @@ def main() -> int:
     three.add_argument("--prompts", type=int, default=6)
     three.add_argument("--tokens", type=int, default=96)
     three.add_argument("--repeats", type=int, default=3)
+    three.add_argument("--seed", type=int, default=LOOPING_SEED, help="2 loops; 0 does not")
+    three.add_argument("--random-prompts", action="store_true")
     four = commands.add_parser("identity")
     four.add_argument("--device", default="cpu")
     four.add_argument("--modes", default="dynamic,static", help="also: compiled")
