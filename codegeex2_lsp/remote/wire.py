@@ -1,0 +1,348 @@
+"""The client side of the completion wire protocol: OpenAI-compatible, as vLLM speaks it.
+
+One pooled ``httpx.AsyncClient`` per server (HTTP/1.1 keep-alive), over TCP to a base URL or
+over a Unix socket. The subset used:
+
+- ``GET {base}/models``: ``{"data": [{"id": NAME, "max_model_len": N}, ...]}``
+  (``max_model_len`` is vLLM's addition; other servers may leave it out).
+- ``POST {base}/completions`` with ``stream: true``: ``prompt`` is a list of token ids (or a
+  string, for servers that refuse ids), ``return_token_ids: true`` asks for the ids of every
+  streamed piece (``choices[0].token_ids``), ``stream_options.include_usage`` for a last chunk
+  with ``usage`` (``prompt_tokens_details.cached_tokens`` when the server counts prefix cache
+  hits). Events are SSE lines ``data: {json}``, ended by ``data: [DONE]``; an event
+  ``{"error": {...}}`` is an error the server met after it had answered 200.
+- Closing the connection before the stream ends aborts the request on the server: vLLM stops
+  its work, and so must any other server speaking this protocol to us.
+
+Every failure becomes a :class:`RemoteError`, a :class:`~codegeex2_lsp.errors.LoadError` with a
+``kind`` and a hint saying what to check. Messages never carry the API key, nor the user and
+password part of a URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from codegeex2_lsp.errors import LoadError
+
+log = logging.getLogger(__name__)
+
+API_KEY_VARIABLE = "CODEGEEX2_API_KEY"
+"""The only place the API key comes from: settings files get synced and committed."""
+
+ErrorKind = Literal["unreachable", "timeout", "auth", "model", "refused", "server", "cut"]
+
+_TRANSIENT: frozenset[ErrorKind] = frozenset({"unreachable", "timeout", "server", "cut"})
+
+_DETAIL_CHARS = 300
+"""How much of a server's error body goes into a message: enough to say what it disliked."""
+
+
+class RemoteError(LoadError):
+    """A failure talking to the completion server.
+
+    ``kind`` says which (``unreachable``, ``timeout``, ``auth``, ``model``, ``refused`` for
+    another 4xx, ``server`` for 5xx or an error event, ``cut`` for a stream that ended early);
+    ``status`` is the HTTP status when there was one. ``transient`` kinds are worth retrying
+    as they are; the others need a change on one side, but are retried too, more slowly.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, hint: str, status: int | None = None):
+        super().__init__(message, hint)
+        self.kind: ErrorKind = kind
+        self.status = status
+        self.transient = kind in _TRANSIENT
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the server is: a base URL (``.../v1``), over TCP or, with ``socket``, a Unix socket.
+
+    With a socket, the URL's host is only a name and its path still prefixes every route.
+    ``timeout`` (seconds) bounds connecting and each wait for data, so a stream that stalls
+    fails instead of hanging. The key is left out of ``repr`` so it cannot reach a log.
+    """
+
+    base_url: str
+    socket: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+
+    @property
+    def display(self) -> str:
+        """The address for messages: the URL without user and password, or the socket."""
+        if self.socket is not None:
+            return f"unix:{self.socket}"
+        return redact_url(self.base_url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user and password part."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=host))
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One entry of ``GET /models``; ``max_model_len`` is None where the server does not say."""
+
+    id: str
+    max_model_len: int | None = None
+
+
+@dataclass
+class Piece:
+    """One streamed event: the new text and, when the server sends them, the new token ids."""
+
+    text: str = ""
+    ids: list[int] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class Usage:
+    """The last chunk's accounting: prompt tokens, those the prefix cache served, generated.
+
+    ``server_seconds`` is the engine's own time for the request (queued to last token) when
+    the server reports it (vLLM with ``--enable-per-request-metrics``).
+    """
+
+    prompt_tokens: int = 0
+    cached_tokens: int | None = None
+    completion_tokens: int = 0
+    server_seconds: float | None = None
+
+
+class WireClient:
+    """One server's connection pool and the two calls the protocol has.
+
+    Proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and CA bundles (``SSL_CERT_FILE``,
+    ``SSL_CERT_DIR``) come from the environment for TCP; https is always verified. Use from one
+    event loop; :meth:`aclose` releases the pool.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        headers = {"Accept": "application/json"}
+        if endpoint.api_key:
+            headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        transport = (
+            httpx.AsyncHTTPTransport(uds=endpoint.socket) if endpoint.socket is not None else None
+        )
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(endpoint.timeout),
+            transport=transport,
+            trust_env=True,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def models(self) -> list[ServedModel]:
+        """The models the server serves, from ``GET {base}/models``."""
+        try:
+            response = await self._http.get("models")
+        except httpx.HTTPError as error:
+            raise self._transport_error(error) from error
+        if response.status_code != 200:
+            raise self._status_error(response.status_code, response.text, route="models")
+        try:
+            entries = response.json()["data"]
+            return [
+                ServedModel(str(entry["id"]), _positive_int(entry.get("max_model_len")))
+                for entry in entries
+            ]
+        except (ValueError, KeyError, TypeError) as error:
+            raise RemoteError(
+                "refused",
+                f"{self.endpoint.display}/models is not an OpenAI-compatible model list",
+                "check codegeex2.serverUrl: it is the API's base URL, usually ending in /v1",
+                response.status_code,
+            ) from error
+
+    @asynccontextmanager
+    async def stream(
+        self, body: Mapping[str, Any], usage: Usage | None = None
+    ) -> AsyncIterator[AsyncIterator[Piece]]:
+        """``POST {base}/completions`` with ``stream: true``; yields an iterator of pieces.
+
+        Leaving the ``async with`` before the stream ended closes the connection, which is how
+        the server learns to stop. ``usage`` is filled from the last chunk when it has one.
+        """
+        request = {**body, "stream": True}
+        try:
+            async with self._http.stream("POST", "completions", json=request) as response:
+                if response.status_code != 200:
+                    text = (await response.aread()).decode("utf-8", errors="replace")
+                    raise self._status_error(response.status_code, text, route="completions")
+                yield self._pieces(response, usage)
+        except httpx.HTTPError as error:
+            raise self._transport_error(error) from error
+
+    async def _pieces(self, response: httpx.Response, usage: Usage | None) -> AsyncIterator[Piece]:
+        finished = False
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators, SSE comments and other fields
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except ValueError as error:
+                raise self._cut(f"an event that is not JSON: {data[:80]!r}") from error
+            if "error" in event or event.get("object") == "error":
+                raise self._event_error(event)
+            if usage is not None and isinstance(event.get("usage"), dict):
+                _read_usage(event["usage"], usage)
+                _read_metrics(event.get("metrics"), usage)
+            for choice in event.get("choices") or ():
+                piece = Piece(
+                    text=choice.get("text") or "",
+                    ids=choice.get("token_ids"),
+                    finish_reason=choice.get("finish_reason"),
+                )
+                finished = finished or piece.finish_reason is not None
+                yield piece
+        if not finished:
+            raise self._cut("the stream ended before the answer was complete")
+
+    def _cut(self, what: str) -> RemoteError:
+        return RemoteError(
+            "cut",
+            f"the completion server at {self.endpoint.display} broke off an answer: {what}",
+            "check the server's log: it may have restarted or run out of memory",
+        )
+
+    def _transport_error(self, error: httpx.HTTPError) -> RemoteError:
+        where = self.endpoint.display
+        if isinstance(error, httpx.ConnectTimeout | httpx.ConnectError):
+            return RemoteError(
+                "unreachable",
+                f"cannot reach the completion server at {where} ({type(error).__name__})",
+                "check that the server runs and that codegeex2.serverUrl is right "
+                "(and HTTPS_PROXY/NO_PROXY, if a proxy is in the way)",
+            )
+        if isinstance(error, httpx.TimeoutException):
+            return RemoteError(
+                "timeout",
+                f"the completion server at {where} did not answer within "
+                f"{self.endpoint.timeout * 1000:.0f} ms",
+                "check the server's load, or raise codegeex2.requestTimeoutMs",
+            )
+        if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+            return self._cut(type(error).__name__)
+        return RemoteError(
+            "unreachable",
+            f"talking to the completion server at {where} failed: {error}",
+            "check codegeex2.serverUrl, the server, and for https its certificate "
+            "(SSL_CERT_FILE for a private CA)",
+        )
+
+    def _status_error(self, status: int, body: str, *, route: str) -> RemoteError:
+        where = self.endpoint.display
+        detail = _error_message(body)
+        if status in (401, 403):
+            if self.endpoint.api_key:
+                hint = f"set {API_KEY_VARIABLE} to a key the server accepts"
+            else:
+                hint = f"the server wants an API key: set {API_KEY_VARIABLE}"
+            return RemoteError(
+                "auth", f"the completion server at {where} refused access ({status})", hint, status
+            )
+        if status == 404 and route == "completions" and "model" in detail.lower():
+            return RemoteError(
+                "model",
+                f"the completion server at {where} does not serve that model: {detail}",
+                "set codegeex2.servedModel to one the server lists, or leave it empty",
+                status,
+            )
+        if status == 404:
+            return RemoteError(
+                "refused",
+                f"{where}/{route} does not exist (404)",
+                "check codegeex2.serverUrl: it is the API's base URL, usually ending in /v1",
+                status,
+            )
+        if status >= 500:
+            return RemoteError(
+                "server",
+                f"the completion server at {where} failed ({status}): {detail}",
+                "check the server's log",
+                status,
+            )
+        return RemoteError(
+            "refused",
+            f"the completion server at {where} refused the request ({status}): {detail}",
+            "check that the server runs a CodeGeeX2 or ChatGLM2 model, and its log",
+            status,
+        )
+
+    def _event_error(self, event: Mapping[str, Any]) -> RemoteError:
+        error = event.get("error")
+        body = error if isinstance(error, Mapping) else event
+        code = body.get("code")
+        status = code if isinstance(code, int) else None
+        message = str(body.get("message") or body)[:_DETAIL_CHARS]
+        if status is not None and 400 <= status < 500:
+            return self._status_error(status, json.dumps({"message": message}), route="completions")
+        return RemoteError(
+            "server",
+            f"the completion server at {self.endpoint.display} failed mid-answer: {message}",
+            "check the server's log",
+            status,
+        )
+
+
+def _error_message(body: str) -> str:
+    """The human part of an error body: OpenAI's ``error.message``, else the text itself."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:_DETAIL_CHARS]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:_DETAIL_CHARS]
+        if isinstance(data.get("detail"), str | list):
+            return str(data["detail"])[:_DETAIL_CHARS]
+    return body.strip()[:_DETAIL_CHARS]
+
+
+def _read_usage(raw: Mapping[str, Any], usage: Usage) -> None:
+    usage.prompt_tokens = int(raw.get("prompt_tokens") or 0)
+    usage.completion_tokens = int(raw.get("completion_tokens") or 0)
+    details = raw.get("prompt_tokens_details")
+    if isinstance(details, Mapping) and details.get("cached_tokens") is not None:
+        usage.cached_tokens = int(details["cached_tokens"])
+
+
+def _read_metrics(raw: Any, usage: Usage) -> None:
+    if not isinstance(raw, Mapping):
+        return
+    queue, first = raw.get("queue_time_ms"), raw.get("time_to_first_token_ms")
+    if isinstance(queue, int | float) and isinstance(first, int | float):
+        generation = raw.get("generation_time_ms")
+        total = queue + first + (generation if isinstance(generation, int | float) else 0.0)
+        usage.server_seconds = total / 1000
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
