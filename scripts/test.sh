@@ -2,7 +2,8 @@
 # The whole test suite from a fresh clone: a virtual environment with torch (the build the
 # configured package indexes offer; see the README for the CPU-only one), the package with its test tools, the editors the editor tests drive (Emacs and
 # Neovim; installing Emacs needs root or sudo), the VS Code extension's build and unit
-# tests, the linter, the formatter and the type checker, then pytest. Arguments go to pytest.
+# tests, vLLM for the remote backend's tests (kept outside the clone between runs), the
+# linter, the formatter and the type checker, then pytest. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ fi
 
 PYTHON=.venv/bin/python bash .ci/install-editors
 bash .ci/build-vscode
+# vLLM, in an environment of its own outside the clone, for the remote backend's tests.
+CODEGEEX2_VLLM_PYTHON=$(bash scripts/vllm-env.sh | tail -n 1)
+export CODEGEEX2_VLLM_PYTHON
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
