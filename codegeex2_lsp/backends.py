@@ -27,6 +27,10 @@ def load_backend(
         from codegeex2_lsp.engine.loader import load_local
 
         return load_local(spec, progress)
+    if spec.backend == "openai":
+        from codegeex2_lsp.remote.connect import load_openai
+
+        return load_openai(spec, progress)
     raise LoadError(
         f"the {spec.backend} backend is not part of this version", 'set "backend" to "local"'
     )

@@ -153,7 +153,7 @@ def complete_command(argv: Sequence[str]) -> int:
             text,
             args.line,
             args.character,
-            settings=settings,
+            settings=settings.within_context(model.context_tokens),
             cache=LineTokenCache(model.tokenizer.encode),
             language_id=language,
             uri=args.file.resolve().as_uri(),
@@ -161,7 +161,11 @@ def complete_command(argv: Sequence[str]) -> int:
     except ValueError as error:
         print(f"codegeex2-lsp: {error}", file=sys.stderr)
         return 2
-    generations = generate(request, model, lambda: False, raw=args.raw)
+    try:
+        generations = generate(request, model, lambda: False, raw=args.raw)
+    except LoadError as failure:
+        print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
+        return 1
     first = generations[0].text if generations else ""
     sys.stdout.write(first if args.raw else finish(request, first))
     sys.stdout.flush()
@@ -239,22 +243,31 @@ def doctor_command(argv: Sequence[str]) -> int:
         prog="codegeex2-lsp doctor",
         description=(
             "Print versions, the devices found, what the settings resolve to and why, and the "
-            "memory the model needs against what is free. Exits 1 when it cannot work."
+            "memory the model needs against what is free; with --backend openai, whether the "
+            "server answers, what it serves, its context length, whether it takes token-id "
+            "prompts, and the round trip. Exits 1 when it cannot work."
         ),
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
     settings = _settings(parser, args)
 
-    from codegeex2_lsp.engine.doctor import diagnose
+    if settings.backend == "openai":
+        from codegeex2_lsp.remote.doctor import diagnose_remote
 
-    diagnosis = diagnose(settings)
-    for line in diagnosis.lines:
+        remote = diagnose_remote(settings)
+        lines, problems = remote.lines, remote.problems
+    else:
+        from codegeex2_lsp.engine.doctor import diagnose
+
+        local = diagnose(settings)
+        lines, problems = local.lines, local.problems
+    for line in lines:
         print(line)
-    for problem in diagnosis.problems:
+    for problem in problems:
         print(f"problem: {problem}")
     print_shared_servers()
-    return 0 if diagnosis.ok else 1
+    return 0 if not problems else 1
 
 
 def print_shared_servers() -> None:

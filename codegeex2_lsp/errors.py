@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class LoadError(Exception):
-    """A load that failed: ``message`` says what happened, ``hint`` what to change."""
+    """A load that failed: ``message`` says what happened, ``hint`` what to change.
+
+    ``transient`` failures (a server that is down, slow or restarting) may go away by
+    themselves, so the load is worth trying again later without the user doing anything.
+    """
+
+    transient = False
 
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message)

@@ -81,6 +81,9 @@ class CompletionModel(Protocol):
 
     tokenizer: ChatGLM2Tokenizer
     totals: Totals
+    context_tokens: int | None
+    """The most tokens (prompt and generated) the backend takes, when it has a limit of its own
+    (a server's context length); None when only the settings limit the context."""
 
     def generate(
         self,
@@ -122,3 +125,10 @@ class ChoosesDecode(Protocol):
     ) -> None:
         """Use ``setting``'s decode path for ``context_tokens``; ``progress`` hears slow steps."""
         ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """A model holding connections or threads to release when it is replaced."""
+
+    def close(self) -> None: ...

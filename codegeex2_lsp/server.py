@@ -25,6 +25,7 @@ from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepar
 from codegeex2_lsp.config import SECTION, LoadSpec, Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.documents import Document
+from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.generation import Cancelled, Generation
 from codegeex2_lsp.protocol import SafeLanguageServer
 from codegeex2_lsp.setting_sources import Update, apply_updates, section_from_configuration
@@ -121,6 +122,8 @@ class CodeGeeX2Server(SafeLanguageServer):
         self._line_cache: tuple[object, LineTokenCache] | None = None
         self._progress_token: str | None = None
         self._deferred_messages: list[tuple[types.MessageType, str, str | None]] = []
+        self._outage: str | None = None
+        self._outages = 0
         self.initialized = False
         self._counter = 0
         self._tasks: set[asyncio.Future[None]] = set()
@@ -172,6 +175,8 @@ class CodeGeeX2Server(SafeLanguageServer):
         """Load the configured model in the background, reporting ``$/progress`` when possible."""
         spec = self.settings.load_spec()
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
+        # Another model or server: whatever failed before is not this one's problem.
+        self._outage = None
         self.spawn(self._load(spec))
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -233,11 +238,36 @@ class CodeGeeX2Server(SafeLanguageServer):
     def _on_ready(self, token: str | None, description: str) -> None:
         if token == self._progress_token:
             self._end_progress(f"Ready: {description}")
+        self.outage_over()
 
     def _on_failed(self, token: str | None, spec: LoadSpec, message: str, hint: str) -> None:
         if token == self._progress_token:
             self._end_progress("Failed")
-        self.notify_user(types.MessageType.Error, f"CodeGeeX2: {message}. {hint}")
+        self.report_outage(message, hint)
+
+    def report_outage(self, message: str, hint: str) -> None:
+        """Tell the user the model cannot be had: once, until it answers again.
+
+        A server that is down fails every retry and every keystroke the same way; the log
+        has each failure, the user one message.
+        """
+        if self._outage is None:
+            self._outage = message
+            self._outages += 1
+            text = f"CodeGeeX2: {message}. {hint}"
+            self.notify_user(types.MessageType.Error, text, problem=f"outage {self._outages}")
+        else:
+            log.info("still failing: %s", message)
+
+    def outage_over(self) -> None:
+        if self._outage is not None:
+            log.info("the model answers again (after: %s)", self._outage)
+            self._outage = None
+
+    def request_settings(self) -> Settings:
+        """The settings a request is built with: the context within the model's own limit."""
+        model = self.engine.model
+        return self.settings.within_context(model.context_tokens if model is not None else None)
 
     def line_cache(self) -> LineTokenCache | None:
         """Per-line token ids for the loaded tokenizer; rebuilt when the model changes."""
@@ -293,7 +323,7 @@ class CodeGeeX2Server(SafeLanguageServer):
                 document.text,
                 position.line,
                 position.character,
-                settings=self.settings,
+                settings=self.request_settings(),
                 cache=cache,
                 language_id=document.language_id,
                 uri=uri,
@@ -322,6 +352,9 @@ class CodeGeeX2Server(SafeLanguageServer):
             generations = await asyncio.shield(waiting)
         except Cancelled:
             return []
+        except LoadError as failure:
+            self.report_outage(failure.message, failure.hint)
+            return []
         except asyncio.CancelledError:
             waiting.add_done_callback(_consume)
             flight.waiters -= 1
@@ -333,6 +366,7 @@ class CodeGeeX2Server(SafeLanguageServer):
                 state.flight = None
         if state.newest not in flight.numbers:
             return []
+        self.outage_over()
         self.served.model += 1
         state.answered = True
         texts = [finish(request, generation.text) for generation in generations]

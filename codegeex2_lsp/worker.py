@@ -22,9 +22,14 @@ from typing import Any, Generic, TypeVar
 from codegeex2_lsp.backends import load_backend, release_memory
 from codegeex2_lsp.config import LoadSpec
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.generation import Cancelled, ChoosesDecode, CompletionModel
+from codegeex2_lsp.generation import Cancelled, ChoosesDecode, Closes, CompletionModel
 
 log = logging.getLogger(__name__)
+
+LOAD_RETRY_FIRST = 1.0
+LOAD_RETRY_MAX = 10.0
+"""Seconds before a load that failed for a passing reason (a server not up yet) is tried
+again: doubling from the first to the most, until it succeeds or another load is asked for."""
 
 T = TypeVar("T")
 
@@ -75,6 +80,8 @@ class Engine:
         self._lock = threading.Condition()
         self._queue: deque[Ticket[Any]] = deque()
         self._pending_load: tuple[LoadSpec, LoadListener] | None = None
+        self._retry: tuple[LoadSpec, LoadListener, float] | None = None
+        self._retry_delay = LOAD_RETRY_FIRST
         self._running: Ticket[Any] | None = None
         self._model: CompletionModel | None = None
         self._state = "idle"
@@ -101,6 +108,8 @@ class Engine:
         """Load ``spec`` in the background, replacing any load that has not started yet."""
         with self._lock:
             self._pending_load = (spec, listener or LoadListener())
+            self._retry = None
+            self._retry_delay = LOAD_RETRY_FIRST
             self._state = "loading"
             self._lock.notify()
 
@@ -155,8 +164,9 @@ class Engine:
         while True:
             with self._lock:
                 while not self._closed and self._pending_load is None and not self._queue:
-                    self._lock.wait()
+                    self._lock.wait(self._until_retry())
                 if self._closed:
+                    self._release()
                     return
                 if self._pending_load is not None:
                     load, self._pending_load = self._pending_load, None
@@ -169,6 +179,22 @@ class Engine:
                 self._load(*load)
             elif ticket is not None:
                 self._run(ticket)
+
+    def _until_retry(self) -> float | None:
+        """Seconds to wait for work before a failed load is due again (None: no retry).
+
+        Called with the lock held; a retry that is due becomes the pending load.
+        """
+        if self._retry is None:
+            return None
+        spec, listener, due = self._retry
+        wait = due - time.monotonic()
+        if wait <= 0:
+            self._retry = None
+            self._pending_load = (spec, listener)
+            self._state = "loading"
+            return 0
+        return wait
 
     def _next(self) -> Ticket[Any]:
         """The oldest queued work of the owner whose turn came longest ago."""
@@ -196,6 +222,10 @@ class Engine:
         except Cancelled as stop:
             self.counters.cancelled += 1
             ticket.future.set_exception(stop)
+        except LoadError as failure:
+            # A backend that cannot be reached: its own log line says so, the server tells
+            # the user once; a traceback per keystroke would drown the log.
+            ticket.future.set_exception(failure)
         except BaseException as error:
             log.exception("model work for %s failed", ticket.key)
             ticket.future.set_exception(error)
@@ -216,8 +246,11 @@ class Engine:
                 "loading %s failed: %s", spec.model, failure.message, exc_info=failure.__cause__
             )
             self._finish_load("failed", None)
+            if failure.transient:
+                self._schedule_retry(spec, listener)
             listener.on_failed(failure.message, failure.hint)
             return
+        self._retry_delay = LOAD_RETRY_FIRST
         self._apply_decode(model, listener.on_progress)
         seconds = time.perf_counter() - started
         self.description = f"{description}, loaded in {seconds:.1f} s"
@@ -229,6 +262,14 @@ class Engine:
         self._finish_load("ready", model)
         listener.on_ready(self.description)
 
+    def _schedule_retry(self, spec: LoadSpec, listener: LoadListener) -> None:
+        with self._lock:
+            if self._pending_load is not None:
+                return
+            self._retry = (spec, listener, time.monotonic() + self._retry_delay)
+            log.info("trying to load %s again in %.0f s", spec.model, self._retry_delay)
+            self._retry_delay = min(LOAD_RETRY_MAX, 2 * self._retry_delay)
+
     def _finish_load(self, state: str, model: CompletionModel | None) -> None:
         with self._lock:
             self._model = model
@@ -239,7 +280,9 @@ class Engine:
     def _release(self) -> None:
         """Free the old model before loading the next, so two never share the memory."""
         with self._lock:
-            self._model = None
+            model, self._model = self._model, None
+        if isinstance(model, Closes):
+            model.close()
         gc.unfreeze()
         release_memory()
 

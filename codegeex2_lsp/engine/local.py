@@ -85,6 +85,8 @@ class _CacheSteps:
 class LocalModel:
     """One loaded model and its tokenizer; used by exactly one thread at a time."""
 
+    context_tokens: int | None = None
+
     def __init__(self, model: GlmForCausalLM, tokenizer: ChatGLM2Tokenizer) -> None:
         self.model = model
         self.tokenizer = tokenizer
