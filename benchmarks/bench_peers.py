@@ -78,8 +78,10 @@ def peer_python(cache: Path, engine: str) -> Path:
         _run([*pip, "--no-deps", FTLLM, "numpy", "pillow"])
     else:
         # Builds from source (many minutes on two cores); its bundled SentencePiece still asks
-        # for a CMake policy older than CMake 4 keeps by default. The converter needs torch.
-        _run([*pip, CHATGLM_CPP], CMAKE_POLICY_VERSION_MINIMUM="3.5")
+        # for a CMake policy older than CMake 4 keeps by default, and its setup.py builds with
+        # an unlimited `make -j` unless the generator is Ninja (needs ninja on PATH), which
+        # keeps to the cores. The converter needs torch.
+        _run([*pip, CHATGLM_CPP], CMAKE_POLICY_VERSION_MINIMUM="3.5", CMAKE_GENERATOR="Ninja")
         _run([*pip, TORCH, "safetensors", "tabulate", "tqdm", "transformers"])
     (venv / "ready").touch()
     return python
