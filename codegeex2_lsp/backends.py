@@ -31,6 +31,10 @@ def load_backend(
         from codegeex2_lsp.remote.connect import load_openai
 
         return load_openai(spec, progress)
+    if spec.backend == "shared":
+        from codegeex2_lsp.shared_backend import load_shared
+
+        return load_shared(spec, progress)
     raise LoadError(
         f"the {spec.backend} backend is not part of this version", 'set "backend" to "local"'
     )

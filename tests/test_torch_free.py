@@ -16,6 +16,8 @@ LSP_SIDE = (
     "codegeex2_lsp.backends",
     "codegeex2_lsp.generation",
     "codegeex2_lsp.tokenizer",
+    "codegeex2_lsp.sharing",
+    "codegeex2_lsp.shared_backend",
 )
 
 
