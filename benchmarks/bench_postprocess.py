@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
+from codegeex2_lsp.completion import CompletionRequest, finish, generate, generate_raw, prepare
 from codegeex2_lsp.config import LoadSpec, Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.engine.loader import load_local
@@ -115,12 +115,17 @@ def measure(
 ) -> tuple[int, str, list[float]]:
     """Tokens decoded, the final suggestion, and the post-processing times (µs) of one run."""
     before = model.totals.generated
-    generations = generate(request, model, lambda: False, raw=raw)
+    if raw:
+        texts = [generate_raw(request, model, lambda: False).text]
+    else:
+        texts = [
+            suggestion.generation.text for suggestion in generate(request, model, lambda: False)
+        ]
     tokens = model.totals.generated - before
-    if not generations:
+    if not texts:
         return tokens, "", []
     started = time.perf_counter()
-    text = finish(request, generations[0].text)
+    text = finish(request, texts[0])
     return tokens, text, [(time.perf_counter() - started) * 1e6]
 
 
@@ -141,6 +146,8 @@ def run(model: LocalModel, settings: Settings, every: int) -> dict[str, Tally]:
             request = prepare(
                 document, line, character, settings=settings, cache=cache, language_id=language
             )
+            if request is None:
+                continue
             early_tokens, early_text, _ = measure(model, request, raw=False)
             raw_tokens, raw_text, timings = measure(model, request, raw=True)
             tally.positions += 1

@@ -114,6 +114,7 @@ class New:
             document.text, line, character + 1, settings=self.settings, cache=self.cache,
             language_id="python", uri=self.uri, encoding=self.store.encoding,
         )  # fmt: skip
+        assert request is not None
         finish(request, SUGGESTION)
         cursor = types.Position(line=line, character=character + 1)
         document.word_before(document.offset(cursor, "utf-16"), "utf-16")

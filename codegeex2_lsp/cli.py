@@ -132,7 +132,7 @@ def complete_command(argv: Sequence[str]) -> int:
     _setup_logging(args, stderr_level="WARNING")
 
     from codegeex2_lsp.backends import load_backend
-    from codegeex2_lsp.completion import finish, generate, prepare
+    from codegeex2_lsp.completion import generate, generate_raw, prepare
     from codegeex2_lsp.context import LineTokenCache
     from codegeex2_lsp.languages import language_id_for_path
 
@@ -162,12 +162,17 @@ def complete_command(argv: Sequence[str]) -> int:
         print(f"codegeex2-lsp: {error}", file=sys.stderr)
         return 2
     try:
-        generations = generate(request, model, lambda: False, raw=args.raw)
+        if request is None:
+            text = ""
+        elif args.raw:
+            text = generate_raw(request, model, lambda: False).text
+        else:
+            suggestions = generate(request, model, lambda: False)
+            text = suggestions[0].text if suggestions else ""
     except LoadError as failure:
         print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
         return 1
-    first = generations[0].text if generations else ""
-    sys.stdout.write(first if args.raw else finish(request, first))
+    sys.stdout.write(text)
     sys.stdout.flush()
     return 0
 

@@ -1,8 +1,9 @@
 """The path from a document and a cursor to suggestions, shared by the server and the CLI.
 
 It knows neither LSP nor torch: it builds an immutable request from a snapshot of the
-document (on the caller's thread), describes the model work to run on the engine's thread,
-and post-processes what came back.
+document (on the caller's thread), with the post-processing context built once for it, and
+describes the model work to run on the engine's thread, which post-processes each candidate
+once and answers finished, distinct suggestions.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache, Prompt, prompt_at
 from codegeex2_lsp.generation import CompletionModel, Generation, SamplingParams
 from codegeex2_lsp.languages import canonical_language_id, tag_line
-from codegeex2_lsp.postprocess import PostContext, is_settled, make_context, postprocess
+from codegeex2_lsp.postprocess import (
+    PostContext,
+    is_settled,
+    make_context,
+    offers_nothing,
+    postprocess,
+)
 from codegeex2_lsp.text import LspText, PositionEncoding
 
 log = logging.getLogger(__name__)
@@ -58,10 +65,17 @@ class CompletionRequest:
     multiline: str
     candidates: int
     sampling: SamplingParams
-    insert_spaces: bool | None = None
-    tab_size: int | None = None
+    post: PostContext
     cache_key: str = ""
     cache_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One finished text to insert, and the generation it came from (for logs and benchmarks)."""
+
+    text: str
+    generation: Generation
 
 
 def prepare(
@@ -75,16 +89,15 @@ def prepare(
     uri: str | None = None,
     encoding: PositionEncoding = "utf-16",
     invoked: bool = False,
-    insert_spaces: bool | None = None,
-    tab_size: int | None = None,
-) -> CompletionRequest:
+) -> CompletionRequest | None:
     """Cut the document at the cursor and build the prompt within the token budget.
 
-    ``invoked`` is true for an explicit request (a key the user pressed), which gets several
-    candidates; automatic requests get one. Only windows around the cursor are read, so the
-    cost does not grow with the document. The prefix kept starts on a grid of
-    ``PREFIX_CHARS`` (``LINE_CHARS`` in a long line), so it grows as the user types along a
-    suggestion (as typed-ahead needs) rather than sliding.
+    None where nothing is offered (the cursor in the indentation before code), decided here
+    before any tokenizing or model work. ``invoked`` is true for an explicit request (a key
+    the user pressed), which gets several candidates; automatic requests get one. Only
+    windows around the cursor are read, so the cost does not grow with the document. The
+    prefix kept starts on a grid of ``PREFIX_CHARS`` (``LINE_CHARS`` in a long line), so it
+    grows as the user types along a suggestion (as typed-ahead needs) rather than sliding.
     """
     document = text if isinstance(text, LspText) else LspText(text)
     offset = document.offset(line, character, encoding)
@@ -96,6 +109,9 @@ def prepare(
     prefix = document.slice(prefix_start, offset)
     suffix = document.slice(offset, offset + SUFFIX_CHARS)
     canonical = canonical_language_id(language_id, uri)
+    post = make_context(prefix, suffix, canonical or "plaintext", settings.multiline)
+    if offers_nothing(post):
+        return None
     prompt = prompt_at(
         document, offset, tag_line=tag_line(canonical), cache=cache, budget=settings.prompt_budget()
     )
@@ -114,34 +130,25 @@ def prepare(
         multiline=settings.multiline,
         candidates=settings.candidates if invoked else 1,
         sampling=sampling,
-        insert_spaces=insert_spaces,
-        tab_size=tab_size,
+        post=post,
         cache_key=uri or "",
         cache_bytes=settings.prefix_cache_mb * 2**20,
     )
 
 
 def generate(
-    request: CompletionRequest,
-    model: CompletionModel,
-    cancelled: Callable[[], bool],
-    *,
-    raw: bool = False,
-) -> list[Generation]:
-    """Run the model for ``request``: up to ``candidates`` generations with distinct suggestions.
+    request: CompletionRequest, model: CompletionModel, cancelled: Callable[[], bool]
+) -> list[Suggestion]:
+    """Run the model for ``request``: up to ``candidates`` finished, distinct suggestions.
 
     Runs on the engine's thread. The first candidate uses the configured sampling (greedy by
     default); further ones are sampled hotter. Every candidate after the first reuses the
     prompt's KV cache (kept under the document's ``cache_key``, within ``cache_bytes``), so
-    extra candidates cost decode time only. ``raw`` turns the early stop
-    off, for looking at what the model would have written.
+    extra candidates cost decode time only.
     """
-    ids = [*model.tokenizer.prefix_ids, *request.prompt.ids]
-    first = request.sampling
-    if first.speculative and first.temperature == 0:
-        following = model.tokenizer.encode(request.suffix[:FOLLOWING_CHARS])
-        first = dataclasses.replace(first, following_ids=tuple(following))
-    generations: list[Generation] = []
+    ids = _prompt_ids(request, model)
+    first = _first_sampling(request, model)
+    suggestions: list[Suggestion] = []
     seen: set[str] = set()
     attempts = request.candidates * 2 if request.candidates > 1 else 1
     for attempt in range(attempts):
@@ -153,19 +160,43 @@ def generate(
             ids,
             sampling,
             cancelled=cancelled,
-            should_stop=None if raw else _stop_rule(request),
+            should_stop=_stop_rule(request.post),
             cache_key=request.cache_key,
             cache_bytes=request.cache_bytes,
         )
-        if raw:
-            return [generation]
         text = finish(request, generation.text)
         if text and text not in seen:
             seen.add(text)
-            generations.append(generation)
-        if len(generations) >= request.candidates:
+            suggestions.append(Suggestion(text, generation))
+        if len(suggestions) >= request.candidates:
             break
-    return generations
+    return suggestions
+
+
+def generate_raw(
+    request: CompletionRequest, model: CompletionModel, cancelled: Callable[[], bool]
+) -> Generation:
+    """The first candidate without the early stop or post-processing: what the model wrote."""
+    return model.generate(
+        _prompt_ids(request, model),
+        _first_sampling(request, model),
+        cancelled=cancelled,
+        should_stop=None,
+        cache_key=request.cache_key,
+        cache_bytes=request.cache_bytes,
+    )
+
+
+def _prompt_ids(request: CompletionRequest, model: CompletionModel) -> list[int]:
+    return [*model.tokenizer.prefix_ids, *request.prompt.ids]
+
+
+def _first_sampling(request: CompletionRequest, model: CompletionModel) -> SamplingParams:
+    first = request.sampling
+    if first.speculative and first.temperature == 0:
+        following = model.tokenizer.encode(request.suffix[:FOLLOWING_CHARS])
+        first = dataclasses.replace(first, following_ids=tuple(following))
+    return first
 
 
 def finish(request: CompletionRequest, raw_text: str) -> str:
@@ -177,22 +208,10 @@ def finish(request: CompletionRequest, raw_text: str) -> str:
     garbage = _GARBAGE.search(raw_text)
     if garbage is not None:
         raw_text = raw_text[: garbage.start()]
-    return postprocess(raw_text, _post_context(request))
+    return postprocess(raw_text, request.post)
 
 
-def _post_context(request: CompletionRequest) -> PostContext:
-    return make_context(
-        request.prefix,
-        request.suffix,
-        request.language_id or "plaintext",
-        request.multiline,  # type: ignore[arg-type]
-        insert_spaces=request.insert_spaces,
-        tab_size=request.tab_size,
-    )
-
-
-def _stop_rule(request: CompletionRequest) -> Callable[[str], bool]:
-    ctx = _post_context(request)
+def _stop_rule(ctx: PostContext) -> Callable[[str], bool]:
     seen = 0
 
     def should_stop(text: str) -> bool:

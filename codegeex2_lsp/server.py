@@ -1,10 +1,8 @@
 """The language server: LSP in, suggestions out. It knows LSP and nothing of any backend.
 
 Handlers are thin: they snapshot the document, build an immutable request on the event
-loop, hand the model work to the engine's thread and await it. The newest request for a
-document wins; an older one is answered with an empty result (or RequestCancelled when the
-client cancelled it), never late with stale text. When the user types (or deletes) along a
-suggestion already shown, the rest of it is answered at once, without the model.
+loop, and hand it to the scheduler (``scheduler.py``), which decides what reaches the model
+on the engine's thread. A request the client cancelled is answered with RequestCancelled.
 """
 
 from __future__ import annotations
@@ -12,99 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from typing import Any, ClassVar
 
 from lsprotocol import types
 
 from codegeex2_lsp import __version__
-from codegeex2_lsp.completion import CompletionRequest, finish, generate, prepare
+from codegeex2_lsp.completion import CompletionRequest, prepare
 from codegeex2_lsp.config import SECTION, LoadSpec, Settings
 from codegeex2_lsp.context import LineTokenCache
-from codegeex2_lsp.documents import Document
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.generation import Cancelled, Generation
 from codegeex2_lsp.protocol import SafeLanguageServer
+from codegeex2_lsp.scheduler import Scheduler
 from codegeex2_lsp.setting_sources import Update, apply_updates, section_from_configuration
-from codegeex2_lsp.worker import Engine, LoadListener, Ticket
+from codegeex2_lsp.worker import Engine, LoadListener
 
 log = logging.getLogger(__name__)
 
 STATUS_COMMAND = "codegeex2.status"
 """``workspace/executeCommand`` that reports the model's state and the work done so far."""
-
-SHOWN_PER_DOCUMENT = 8
-"""Answers kept per document for typed-ahead: enough to type back and forth along a few."""
-
-BURST_HOLD = 4
-"""During a burst an automatic request waits at most this many times ``debounceMs``."""
-
-
-@dataclass(frozen=True)
-class _Shown:
-    """Suggestions answered at one cursor, kept to answer the typing that follows them."""
-
-    prefix: str
-    suffix: str
-    texts: tuple[str, ...]
-    candidates: int
-
-    def ahead(self, prefix: str, suffix: str) -> list[str]:
-        """What is left of the suggestions once the text before the cursor is ``prefix``.
-
-        Typing along a suggestion leaves its rest; deleting back on the same line puts the
-        deleted text in front of it again. Anything else (another line, another suffix, a
-        character the suggestion does not have, the whole suggestion typed) leaves nothing.
-        """
-        if suffix != self.suffix:
-            return []
-        if prefix.startswith(self.prefix):
-            typed = prefix[len(self.prefix) :]
-            return [t[len(typed) :] for t in self.texts if t.startswith(typed) and t != typed]
-        if self.prefix.startswith(prefix):
-            deleted = self.prefix[len(prefix) :]
-            if "\n" in deleted or "\r" in deleted:
-                return []
-            return [deleted + t for t in self.texts]
-        return []
-
-
-@dataclass
-class Served:
-    """How requests were answered, for the status command: tests and benchmarks read it."""
-
-    model: int = 0
-    typed_ahead: int = 0
-    debounced: int = 0
-
-
-@dataclass
-class _Flight:
-    """Model work in progress for one document, shared by identical requests."""
-
-    request: CompletionRequest
-    ticket: Ticket[list[Generation]]
-    numbers: set[int] = field(default_factory=set)
-    waiters: int = 0
-
-
-@dataclass
-class _DocumentState:
-    """Per-document bookkeeping: which request is the newest, and what is running for it.
-
-    Whether the last request was answered and how long ago it came tell a burst of typing;
-    the suggestions shown last serve typed-ahead.
-    """
-
-    newest: int = 0
-    flight: _Flight | None = None
-    answered: bool = True
-    last_request: float = float("-inf")
-    gap: float = float("inf")
-    shown: deque[_Shown] = field(default_factory=lambda: deque(maxlen=SHOWN_PER_DOCUMENT))
 
 
 class CodeGeeX2Server(SafeLanguageServer):
@@ -118,16 +44,14 @@ class CodeGeeX2Server(SafeLanguageServer):
         )
         self.settings = settings or Settings()
         self.engine = Engine()
-        self._documents: dict[str, _DocumentState] = {}
+        self.scheduler = Scheduler(self.engine)
         self._line_cache: tuple[object, LineTokenCache] | None = None
         self._progress_token: str | None = None
         self._deferred_messages: list[tuple[types.MessageType, str, str | None]] = []
         self._outage: str | None = None
         self._outages = 0
         self.initialized = False
-        self._counter = 0
         self._tasks: set[asyncio.Future[None]] = set()
-        self.served = Served()
         self.client_log = ClientLogHandler(self)
         logging.getLogger("codegeex2_lsp").addHandler(self.client_log)
 
@@ -144,9 +68,7 @@ class CodeGeeX2Server(SafeLanguageServer):
             self.notify_user(types.MessageType.Error, message, problem=error.partition(":")[0])
         reload = update.settings.load_spec() != self.settings.load_spec()
         if update.settings != self.settings:
-            # Suggestions shown under other settings (multiline, the model) are not reused.
-            for state in self._documents.values():
-                state.shown.clear()
+            self.scheduler.forget_shown()
         self.settings = update.settings
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
         if reload and self.initialized:
@@ -292,152 +214,36 @@ class CodeGeeX2Server(SafeLanguageServer):
         cache = self.line_cache()
         if document is None or cache is None:
             return []
-        state = self._documents.setdefault(uri, _DocumentState())
-        self._counter += 1
-        number = state.newest = self._counter
-        now = asyncio.get_running_loop().time()
-        state.gap, state.last_request = now - state.last_request, now
-        # The last request got no answer (superseded, cancelled by the client, or still
-        # waiting) and this one comes soon after it: the user types faster than answers come.
-        burst = not state.answered and state.gap < BURST_HOLD * self.settings.debounce_ms / 1000
-        state.answered = False
-        return await self._suggest(
-            uri, position, document, cache, state, number, invoked=invoked, burst=burst
-        )
+        settings = self.request_settings()
 
-    async def _suggest(
-        self,
-        uri: str,
-        position: types.Position,
-        document: Document,
-        cache: LineTokenCache,
-        state: _DocumentState,
-        number: int,
-        *,
-        invoked: bool,
-        burst: bool,
-    ) -> list[str]:
-        """The answer to one request, once :meth:`suggestions` has seen whether it is a burst."""
+        def request() -> CompletionRequest | None:
+            try:
+                return prepare(
+                    document.text,
+                    position.line,
+                    position.character,
+                    settings=settings,
+                    cache=cache,
+                    language_id=document.language_id,
+                    uri=uri,
+                    encoding=self.documents.encoding,
+                    invoked=invoked,
+                )
+            except ValueError as error:
+                log.info("no completion at %s:%s: %s", uri, position, error)
+                return None
+
+        answered = self.scheduler.served.model
         try:
-            request = prepare(
-                document.text,
-                position.line,
-                position.character,
-                settings=self.request_settings(),
-                cache=cache,
-                language_id=document.language_id,
-                uri=uri,
-                encoding=self.documents.encoding,
-                invoked=invoked,
+            texts = await self.scheduler.suggest(
+                uri, request, invoked=invoked, debounce_ms=settings.debounce_ms
             )
-        except ValueError as error:
-            log.info("no completion at %s:%s: %s", uri, position, error)
-            return []
-        ahead = self._typed_ahead(state, request)
-        if ahead:
-            return ahead
-        self._drop_stale_flight(state, request)
-        if not invoked and self.settings.debounce_ms:
-            await asyncio.sleep(self._debounce_seconds(state, burst))
-            if state.newest != number:
-                self.served.debounced += 1
-                return []
-        flight = self._flight_for(uri, state, request)
-        flight.numbers.add(number)
-        flight.waiters += 1
-        # Shielded: a cancelled handler must not cancel the shared future under the other
-        # waiters of the flight; the last waiter to leave stops the work instead.
-        waiting = asyncio.wrap_future(flight.ticket.future)
-        try:
-            generations = await asyncio.shield(waiting)
-        except Cancelled:
-            return []
         except LoadError as failure:
             self.report_outage(failure.message, failure.hint)
             return []
-        except asyncio.CancelledError:
-            waiting.add_done_callback(_consume)
-            flight.waiters -= 1
-            if flight.waiters == 0:
-                flight.ticket.cancel()
-            raise
-        finally:
-            if state.flight is flight and flight.ticket.future.done():
-                state.flight = None
-        if state.newest not in flight.numbers:
-            return []
-        self.outage_over()
-        self.served.model += 1
-        state.answered = True
-        texts = [finish(request, generation.text) for generation in generations]
-        for generation in generations:
-            # Debug, not info: info goes to the editor's log panel, once per keystroke.
-            log.debug(
-                "%s: %d prompt tokens (%d reused, %d prefilled), %d generated in %.0f ms (%s)",
-                uri,
-                generation.prompt_tokens,
-                generation.reused_tokens,
-                generation.prefilled_tokens,
-                generation.generated_tokens,
-                1000 * (generation.prefill_seconds + generation.decode_seconds),
-                generation.finish_reason,
-            )
-        distinct = list(dict.fromkeys(text for text in texts if text))
-        if distinct:
-            state.shown.append(
-                _Shown(request.prefix, request.suffix, tuple(distinct), request.candidates)
-            )
-        return distinct
-
-    def _drop_stale_flight(self, state: _DocumentState, request: CompletionRequest) -> None:
-        """Stop the document's work in flight for another request.
-
-        Its answer could never be used (the newest request wins), so it stops now rather
-        than when this request reaches the model after its debounce.
-        """
-        flight = state.flight
-        if flight is not None and flight.request != request:
-            flight.ticket.cancel()
-
-    def _debounce_seconds(self, state: _DocumentState, burst: bool) -> float:
-        """How long an automatic request waits before it goes to the model.
-
-        ``debounceMs`` normally. In a burst (keystrokes faster than answers), the request
-        waits for a pause half again as long as the last gap between keystrokes, up to
-        ``BURST_HOLD`` debounces: the burst's next keystroke would supersede it anyway, so
-        the burst costs about one completion.
-        """
-        wait = self.settings.debounce_ms / 1000
-        if burst:
-            wait = max(wait, min(1.5 * state.gap, BURST_HOLD * wait))
-        return wait
-
-    def _typed_ahead(self, state: _DocumentState, request: CompletionRequest) -> list[str]:
-        """The rest of a suggestion the user is typing along, newest first; no model work.
-
-        An answer from here supersedes the model work in flight for the document, which
-        would only be thrown away.
-        """
-        for shown in reversed(state.shown):
-            if shown.candidates < request.candidates:
-                continue
-            ahead = shown.ahead(request.prefix, request.suffix)
-            if ahead:
-                if state.flight is not None:
-                    state.flight.ticket.cancel()
-                self.served.typed_ahead += 1
-                state.answered = True
-                return list(dict.fromkeys(ahead))[: request.candidates]
-        return []
-
-    def _flight_for(self, uri: str, state: _DocumentState, request: CompletionRequest) -> _Flight:
-        """Join identical work already in flight, or submit new work superseding the old."""
-        flight = state.flight
-        if flight is not None and flight.request == request and not flight.ticket.future.done():
-            return flight
-        ticket = self.engine.submit(uri, partial(generate, request))
-        state.flight = _Flight(request, ticket)
-        return state.flight
+        if self.scheduler.served.model > answered:
+            self.outage_over()
+        return texts
 
     def word_before(self, uri: str, position: types.Position) -> tuple[str, int]:
         """The identifier characters right before ``position``, and their length in client units."""
@@ -449,9 +255,7 @@ class CodeGeeX2Server(SafeLanguageServer):
 
     def forget(self, uri: str) -> None:
         """A closed document: stop its work and drop its state."""
-        state = self._documents.pop(uri, None)
-        if state is not None and state.flight is not None:
-            state.flight.ticket.cancel()
+        self.scheduler.forget(uri)
         if self.engine.model is not None:
             self.engine.forget(uri)
 
@@ -462,17 +266,11 @@ class CodeGeeX2Server(SafeLanguageServer):
             "description": self.engine.description,
             "settings": asdict(self.settings),
             "requests": asdict(self.engine.counters),
-            "served": asdict(self.served),
+            "served": asdict(self.scheduler.served),
             "documents": self.documents.status(),
             "tokens": asdict(model.totals) if model is not None else None,
             **(model.status() if model is not None else {}),
         }
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Mark the outcome of work nobody waits for any more as seen, so asyncio does not log it."""
-    if not future.cancelled():
-        future.exception()
 
 
 def lsp_inline_items(texts: list[str], position: types.Position) -> types.InlineCompletionList:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegeex2_lsp.completion import generate, prepare
+from codegeex2_lsp.completion import generate_raw, prepare
 from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.engine.checkpoint import load_tokenizer
@@ -253,7 +253,8 @@ def test_prompts_through_the_window_reuse_and_match(model: LocalModel) -> None:
         request = prepare(
             text, line, column, settings=settings, cache=cache, language_id="python", uri="a.py"
         )
-        (reused,) = generate(request, model, lambda: False, raw=True)
+        assert request is not None
+        reused = generate_raw(request, model, lambda: False)
         off_request = prepare(
             text,
             line,
@@ -262,7 +263,8 @@ def test_prompts_through_the_window_reuse_and_match(model: LocalModel) -> None:
             cache=cache,
             language_id="python",
         )
-        (expected,) = generate(off_request, reference, lambda: False, raw=True)
+        assert off_request is not None
+        expected = generate_raw(off_request, reference, lambda: False)
         assert reused.ids == expected.ids
         prefilled.append(reused.prefilled_tokens)
     # Most keystrokes prefill a handful of tokens; the window's coarse steps cost a few more.

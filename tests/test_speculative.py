@@ -14,7 +14,7 @@ import pytest
 import torch
 from lsprotocol import types
 
-from codegeex2_lsp.completion import generate, prepare
+from codegeex2_lsp.completion import generate_raw, prepare
 from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache
 from codegeex2_lsp.drafting import DRAFT_TOKENS, DraftTotals
@@ -271,10 +271,9 @@ def test_the_completion_path_drafts_from_the_suffix(model: LocalModel) -> None:
             cache=cache,
             language_id="python",
         )
+        assert request is not None
         result: list[Generation] = []
-        totals = counted(
-            model, lambda: result.extend(generate(request, model, lambda: False, raw=True))
-        )
+        totals = counted(model, lambda: result.append(generate_raw(request, model, lambda: False)))
         return result[0], totals
 
     fast, totals = run(True)
