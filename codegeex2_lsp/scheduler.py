@@ -138,7 +138,7 @@ class Scheduler:
 
         The request's arrival is noted before ``prepare`` runs, so the time spent building it
         does not count in the gap between keystrokes. ``prepare`` returns None where nothing is
-        offered; that counts as an answer.
+        offered; that counts as an answer, and it supersedes the document's work in flight.
         """
         state = self._documents.setdefault(key, _DocumentState())
         self._counter += 1
@@ -151,6 +151,9 @@ class Scheduler:
         state.answered = False
         request = prepare()
         if request is None:
+            # Nothing to offer here, and the work in flight was for an older request.
+            if state.flight is not None:
+                state.flight.ticket.cancel()
             state.answered = True
             return []
         ahead = self._typed_ahead(state, request)

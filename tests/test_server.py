@@ -283,7 +283,7 @@ async def test_newer_request_supersedes_older(slow_model_dir: Path) -> None:
         open_document(client, URI, LONG_SOURCE)
         first = asyncio.ensure_future(inline(client, URI, *LONG_CURSOR))
         await wait_for_decoding(client, beyond=0)
-        second = await inline(client, URI, 4, 0)
+        second = await inline(client, URI, 3, 12)
         assert await first == []
         after = await status(client)
         assert after["requests"]["cancelled"] + after["requests"]["dropped"] == 1
