@@ -250,6 +250,11 @@ class Scheduler:
         state.flight = _Flight(request, ticket)
         return state.flight
 
+    def waiting(self, key: str) -> int:
+        """How many requests for document ``key`` wait for its model work now."""
+        state = self._documents.get(key)
+        return state.flight.waiters if state is not None and state.flight is not None else 0
+
     def forget_shown(self) -> None:
         """Suggestions shown under other settings (multiline, the model) are not reused."""
         for state in self._documents.values():

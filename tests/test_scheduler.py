@@ -239,11 +239,15 @@ async def test_the_last_waiter_leaving_stops_the_shared_work(engine: Engine) -> 
     dropped = engine.counters.dropped
     gate = Gate(engine)
     one, two = ask(scheduler, request, invoked=True), ask(scheduler, request, invoked=True)
-    await asyncio.sleep(0)
+    while scheduler.waiting(URI) < 2:
+        await asyncio.sleep(0)
     one.cancel()
-    await asyncio.sleep(0)
+    while scheduler.waiting(URI) > 1:
+        await asyncio.sleep(0)
     assert not two.done()
     two.cancel()
+    while scheduler.waiting(URI) > 0:
+        await asyncio.sleep(0)
     await gate.open()
     for task in (one, two):
         with pytest.raises(asyncio.CancelledError):
