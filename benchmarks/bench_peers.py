@@ -295,16 +295,15 @@ def load_chatglm_cpp(path: Path, threads: int) -> tuple[Stepper, str]:
         config = chatglm_cpp._C.GenerationConfig(
             max_length=len(ids) + n + 1, max_new_tokens=n, do_sample=False
         )
+        # As its own pipeline calls it: the whole sequence, and how much of it is cached.
         times = []
-        past = 0
-        pending = list(ids)
+        sequence = list(ids)
         for _ in range(n):
             token = pipeline.model.generate_next_token(
-                pending, None, config, past, len(ids) + n + 1
+                sequence, None, config, len(sequence) - 1 if times else 0, len(ids)
             )
             times.append(time.perf_counter())
-            past += len(pending)
-            pending = [token]
+            sequence.append(token)
         return times
 
     return run, f"chatglm-cpp {chatglm_cpp.__version__}, {path.stem}, ggml's own thread count"
