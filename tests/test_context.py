@@ -373,7 +373,11 @@ def test_a_request_keeps_bounded_windows_of_a_huge_document() -> None:
     assert long_line.endswith(at_end_of_long_line.prefix)
     assert at_end_of_long_line.suffix == ("\nafter = 1\n" * 3000)[:SUFFIX_CHARS]
     assert len(at_end_of_long_line.prompt.ids) <= settings.prompt_budget()
-    in_the_lines = prepare(text, 40_000, 0, settings=settings, cache=cache, language_id="python")
+    end_of_a_line = len("line_39999 = 39999")
+    in_the_lines = prepare(
+        text, 39_999, end_of_a_line, settings=settings, cache=cache, language_id="python"
+    )
+    assert in_the_lines is not None
     assert PREFIX_CHARS <= len(in_the_lines.prefix) < 2 * PREFIX_CHARS
-    assert in_the_lines.prefix.endswith("line_39999 = 39999\n")
-    assert in_the_lines.suffix.startswith("line_40000 = 40000\n")
+    assert in_the_lines.prefix.endswith("line_39998 = 39998\nline_39999 = 39999")
+    assert in_the_lines.suffix.startswith("\nline_40000 = 40000\n")
