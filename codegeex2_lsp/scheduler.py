@@ -1,9 +1,10 @@
 """Which requests of a document reach the model, and when: the server's per-document policy.
 
 The newest request for a document wins; an older one is answered with an empty result, never
-late with stale text. An automatic request waits ``debounceMs`` first, longer in a burst of
-typing. When the user types (or deletes) along a suggestion already shown, the rest of it is
-answered at once, without the model. Identical requests share one piece of model work.
+late with stale text, and at once if it is still waiting out its debounce. An automatic
+request waits ``debounceMs`` first, longer in a burst of typing. When the user types (or
+deletes) along a suggestion already shown, the rest of it is answered at once, without the
+model. Identical requests share one piece of model work.
 
 It knows neither LSP nor any backend: it hands work to the engine and awaits it. Time comes
 from a :class:`Clock`, so tests can drive it step by step.
@@ -110,6 +111,7 @@ class _DocumentState:
 
     newest: int = 0
     flight: _Flight | None = None
+    held: asyncio.Future[None] | None = None
     answered: bool = True
     last_request: float = float("-inf")
     gap: float = float("inf")
@@ -143,6 +145,9 @@ class Scheduler:
         state = self._documents.setdefault(key, _DocumentState())
         self._counter += 1
         number = state.newest = self._counter
+        if state.held is not None and not state.held.done():
+            # The request waiting out its debounce is superseded: it is answered now.
+            state.held.set_result(None)
         now = self.clock.now()
         state.gap, state.last_request = now - state.last_request, now
         # The last request got no answer (superseded, cancelled by the client, or still
@@ -161,11 +166,22 @@ class Scheduler:
             return ahead
         self._drop_stale_flight(state, request)
         if not invoked and debounce_ms:
-            await self.clock.sleep(_debounce_seconds(debounce_ms, state.gap, burst))
+            await self._hold(state, _debounce_seconds(debounce_ms, state.gap, burst))
             if state.newest != number:
                 self.served.debounced += 1
                 return []
         return await self._await_model(key, state, request, number)
+
+    async def _hold(self, state: _DocumentState, seconds: float) -> None:
+        """Wait out a debounce, or less if a newer request for the document comes first."""
+        superseded = state.held = asyncio.get_running_loop().create_future()
+        pause = asyncio.ensure_future(self.clock.sleep(seconds))
+        try:
+            await asyncio.wait((pause, superseded), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pause.cancel()
+            if state.held is superseded:
+                state.held = None
 
     async def _await_model(
         self, key: str, state: _DocumentState, request: CompletionRequest, number: int

@@ -97,6 +97,44 @@ def open_document(client: LanguageClient, uri: str, text: str, language_id: str 
     )
 
 
+def ask_inline(
+    client: LanguageClient,
+    uri: str,
+    line: int,
+    character: int,
+    *,
+    invoked: bool = True,
+    msg_id: str | None = None,
+) -> asyncio.Future[list[str]]:
+    """Send an inline completion request now, before any other message; await the texts.
+
+    Sending at once, not when a task first runs, keeps the order of requests and edits the
+    order the test writes them in.
+    """
+    kind = (
+        types.InlineCompletionTriggerKind.Invoked
+        if invoked
+        else types.InlineCompletionTriggerKind.Automatic
+    )
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=kind),
+    )
+    sent = client.protocol.send_request_async(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
+    )
+
+    async def texts() -> list[str]:
+        result = await sent
+        assert isinstance(result, types.InlineCompletionList)
+        for item in result.items:
+            assert item.range == types.Range(start=params.position, end=params.position)
+        return [str(item.insert_text) for item in result.items]
+
+    return asyncio.ensure_future(texts())
+
+
 async def inline(
     client: LanguageClient,
     uri: str,
@@ -105,25 +143,7 @@ async def inline(
     *,
     invoked: bool = True,
 ) -> list[str]:
-    kind = (
-        types.InlineCompletionTriggerKind.Invoked
-        if invoked
-        else types.InlineCompletionTriggerKind.Automatic
-    )
-    result = await client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=kind),
-        )
-    )
-    assert isinstance(result, types.InlineCompletionList)
-    for item in result.items:
-        assert item.range == types.Range(
-            start=types.Position(line=line, character=character),
-            end=types.Position(line=line, character=character),
-        )
-    return [str(item.insert_text) for item in result.items]
+    return await ask_inline(client, uri, line, character, invoked=invoked)
 
 
 class Reference:

@@ -55,7 +55,8 @@ class FakeClock:
         self.time += seconds
         while self._waiting and self._waiting[0][0] <= self.time:
             _, _, future = heapq.heappop(self._waiting)
-            future.set_result(None)
+            if not future.done():
+                future.set_result(None)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,48 @@ async def test_the_newest_request_wins_and_older_ones_are_debounced(engine: Engi
     assert await first == []
     assert await second == expected
     assert scheduler.served.debounced == 1
+    assert scheduler.served.model == 1
+
+
+async def test_a_request_superseded_in_its_debounce_is_answered_at_once(engine: Engine) -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(engine, clock)
+    first = ask(scheduler, request_at(engine, SOURCE[:-4]))
+    await clock.sleeping(1)
+    second = ask(scheduler, request_at(engine, SOURCE))
+    assert await first == []
+    assert clock.time == 1000.0
+    assert scheduler.served.debounced == 1
+    await clock.sleeping(2)
+    clock.advance(BURST_HOLD * DEBOUNCE_MS / 1000)
+    assert await second
+
+
+async def test_an_invoked_request_is_never_held(engine: Engine) -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(engine, clock)
+    request = request_at(engine, SOURCE, invoked=True)
+    expected = await expected_texts(engine, request)
+    assert await ask(scheduler, request, invoked=True) == expected
+    assert clock.sleeps == []
+
+
+async def test_a_request_the_client_cancelled_leaves_a_burst(engine: Engine) -> None:
+    """As VS Code does: each keystroke cancels the last request before it asks again."""
+    clock = FakeClock()
+    scheduler = Scheduler(engine, clock)
+    gap = 0.25
+    first = ask(scheduler, request_at(engine, SOURCE[:-1]))
+    await clock.sleeping(1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    clock.advance(gap)
+    second = ask(scheduler, request_at(engine, SOURCE))
+    await clock.sleeping(1)
+    assert clock.sleeps == [DEBOUNCE_MS / 1000, pytest.approx(1.5 * gap)]
+    clock.advance(1.5 * gap)
+    assert await second
     assert scheduler.served.model == 1
 
 

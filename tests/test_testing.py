@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -57,11 +56,8 @@ def test_upstream_layout(tiny_model_dir: Path) -> None:
     assert index["metadata"]["total_size"] == sum(t.numel() * 4 for t in state.values())
 
 
-def test_deterministic_and_fast(tmp_path: Path, tiny_model_dir: Path) -> None:
-    start = time.perf_counter()
+def test_the_same_seed_writes_the_same_files(tmp_path: Path, tiny_model_dir: Path) -> None:
     first = write_tiny_model(tmp_path / "a")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0
     assert _files(first) == _files(tiny_model_dir)
     other_seed = _files(write_tiny_model(tmp_path / "b", seed=1))
     assert other_seed["tokenizer.model"] == _files(first)["tokenizer.model"]
@@ -71,11 +67,8 @@ def test_deterministic_and_fast(tmp_path: Path, tiny_model_dir: Path) -> None:
     )
 
 
-def test_tokenizer_training_is_fast_and_deterministic() -> None:
-    start = time.perf_counter()
-    model = train_tokenizer()
-    assert time.perf_counter() - start < 2.0
-    assert model == train_tokenizer()
+def test_tokenizer_training_is_deterministic() -> None:
+    assert train_tokenizer() == train_tokenizer()
 
 
 def test_sizes_dtype_and_shards(tmp_path: Path) -> None:

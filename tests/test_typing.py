@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
 from codegeex2_lsp.config import LoadSpec
@@ -16,7 +17,14 @@ from codegeex2_lsp.context import LineTokenCache, build_prompt
 from codegeex2_lsp.generation import Cancelled, CompletionModel, SamplingParams
 from codegeex2_lsp.testing import write_tiny_model
 from codegeex2_lsp.worker import Engine, LoadListener
-from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
+from tests.lsp_support import (
+    ask_inline,
+    inline,
+    open_document,
+    running_server,
+    status,
+    wait_for_state,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -136,87 +144,92 @@ async def test_a_burst_of_keystrokes_costs_about_one_completion(wide_model_dir: 
         assert requests["cancelled"] + requests["dropped"] >= len(answers) - 2
 
 
-async def test_in_a_burst_requests_wait_for_the_pause(tiny_model_dir: Path) -> None:
-    """Keystrokes 40 ms apart, longer than the 20 ms debounce: each waits 60 ms, so only the
-    last reaches the model."""
-    run = ("--debounce-ms", "20", "--max-new-tokens", "300", "--multiline", "always")
-    async with running_server("--model", str(tiny_model_dir), "--device", "cpu", *run) as client:
+HELD = (
+    "--debounce-ms",
+    "2000",
+    "--candidates",
+    "1",
+    "--max-new-tokens",
+    "300",
+    "--multiline",
+    "always",
+)
+"""A debounce far longer than these tests take: an automatic request they send is answered
+only when a newer request supersedes it, so what reaches the model depends on the order of
+the messages alone."""
+TYPED = "value = compute(x)"
+
+
+async def test_a_burst_of_typing_reaches_the_model_once(tiny_model_dir: Path) -> None:
+    """Each keystroke's automatic request waits for the pause; the next keystroke's request
+    supersedes it and it is answered empty at once. The completion the user invokes at the end
+    is the burst's one piece of model work."""
+    async with running_server("--model", str(tiny_model_dir), "--device", "cpu", *HELD) as client:
         await wait_for_state(client, "ready")
         open_document(client, URI, SOURCE)
         pending = []
-        for i, char in enumerate("value = compute(x)"):
+        for i, char in enumerate(TYPED):
             type_text(client, 2 + i, LINE, COLUMN + i, char)
-            pending.append(
-                asyncio.ensure_future(inline(client, URI, LINE, COLUMN + 1 + i, invoked=False))
-            )
-            await asyncio.sleep(0.04)
-        await asyncio.gather(*pending)
+            pending.append(ask_inline(client, URI, LINE, COLUMN + 1 + i, invoked=False))
+        await inline(client, URI, LINE, COLUMN + len(TYPED), invoked=True)
+        assert await asyncio.gather(*pending) == [[] for _ in TYPED]
         current = await status(client)
-        # The first keystroke is no burst yet; a late timer on a busy machine may let one more in.
-        assert current["tokens"]["generations"] <= 4
-        assert current["served"]["debounced"] >= len(pending) - 4
+        assert current["served"]["debounced"] == len(TYPED)
+        assert current["tokens"]["generations"] == 1
 
 
 async def test_a_burst_is_held_when_the_client_cancels_each_request(
     tiny_model_dir: Path,
 ) -> None:
-    """As VS Code does: each keystroke cancels the last request before it asks again.
-
-    The hold is sized well above the 40 ms gap, so a test process delayed by a busy machine
-    does not let a keystroke through."""
-    run = ("--debounce-ms", "50", "--max-new-tokens", "300", "--multiline", "always")
-    async with running_server("--model", str(tiny_model_dir), "--device", "cpu", *run) as client:
+    """As VS Code does: each keystroke cancels the last request before it asks again."""
+    async with running_server("--model", str(tiny_model_dir), "--device", "cpu", *HELD) as client:
         await wait_for_state(client, "ready")
         open_document(client, URI, SOURCE)
         pending = []
-        for i, char in enumerate("value = compute(x)"):
+        for i, char in enumerate(TYPED):
             if pending:
                 client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=f"key-{i - 1}"))
             type_text(client, 2 + i, LINE, COLUMN + i, char)
-            params = types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=URI),
-                position=types.Position(line=LINE, character=COLUMN + 1 + i),
-                context=types.InlineCompletionContext(
-                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
-                ),
+            pending.append(
+                ask_inline(client, URI, LINE, COLUMN + 1 + i, invoked=False, msg_id=f"key-{i}")
             )
-            request = client.protocol.send_request_async(
-                types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=f"key-{i}"
-            )
-            pending.append(asyncio.ensure_future(request))
-            await asyncio.sleep(0.04)
-        answers = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 20)
-        assert not isinstance(answers[-1], BaseException)
-        assert (await status(client))["tokens"]["generations"] <= 4
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=f"key-{len(TYPED) - 1}"))
+        await inline(client, URI, LINE, COLUMN + len(TYPED), invoked=True)
+        answers = await asyncio.gather(*pending, return_exceptions=True)
+        # Cancelled, or superseded by the next request before the cancel was read: never text.
+        assert all(
+            answer == [] or isinstance(answer, JsonRpcRequestCancelled) for answer in answers
+        )
+        current = await status(client)
+        assert current["requests"]["cancelled"] == 0
+        assert current["tokens"]["generations"] == 1
 
 
-async def test_automatic_requests_are_debounced_and_invoked_ones_are_not(
-    tiny_model_dir: Path,
-) -> None:
-    async with running_server(
-        "--model", str(tiny_model_dir), "--device", "cpu", "--debounce-ms", "300"
-    ) as client:
+async def test_automatic_requests_wait_and_invoked_ones_do_not(tiny_model_dir: Path) -> None:
+    async with running_server("--model", str(tiny_model_dir), "--device", "cpu", *HELD) as client:
         await wait_for_state(client, "ready")
         open_document(client, URI, SOURCE)
-        first = asyncio.ensure_future(inline(client, URI, LINE, COLUMN, invoked=False))
-        await asyncio.sleep(0.05)
-        type_text(client, 2, LINE, 8, "x")
-        second = asyncio.ensure_future(inline(client, URI, LINE, 9, invoked=False))
+        type_text(client, 2, LINE, COLUMN, "x")
+        first = ask_inline(client, URI, LINE, COLUMN + 1, invoked=False)
+        type_text(client, 3, LINE, COLUMN + 1, "y")
+        second = ask_inline(client, URI, LINE, COLUMN + 2, invoked=False)
         assert await first == []
-        await second
+        assert (await status(client))["served"]["debounced"] == 1
+        # An invoked request supersedes the one still held, and goes to the model unheld.
+        await inline(client, URI, LINE, COLUMN + 2, invoked=True)
+        assert await second == []
         current = await status(client)
-        assert current["served"]["debounced"] == 1
+        assert current["served"]["debounced"] == 2
         assert current["tokens"]["generations"] == 1
         # An invoked request right after another is never held back, so never debounced away.
-        type_text(client, 3, LINE, 9, "y")
-        third = asyncio.ensure_future(inline(client, URI, LINE, 10, invoked=True))
-        await asyncio.sleep(0.05)
-        type_text(client, 4, LINE, 10, "z")
-        await inline(client, URI, LINE, 11, invoked=True)
+        type_text(client, 4, LINE, COLUMN + 2, "z")
+        third = ask_inline(client, URI, LINE, COLUMN + 3, invoked=True)
+        type_text(client, 5, LINE, COLUMN + 3, "w")
+        await inline(client, URI, LINE, COLUMN + 4, invoked=True)
         await third
         current = await status(client)
-        assert current["served"]["debounced"] == 1
-        assert current["tokens"]["generations"] >= 3
+        assert current["served"]["debounced"] == 2
+        assert current["tokens"]["generations"] >= 2
 
 
 def test_superseded_work_waiting_in_the_queue_is_never_prefilled(tiny_model_dir: Path) -> None:
