@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -76,15 +76,37 @@ async def status(client: LanguageClient) -> dict[str, Any]:
     return result
 
 
-async def wait_for_state(client: LanguageClient, *states: str) -> dict[str, Any]:
-    """Poll the status command until the model reaches one of ``states``."""
+async def wait_for_status(
+    client: LanguageClient, condition: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """Poll the status command until ``condition`` holds: the test waits on what the server
+    reports, never for a time it guesses; the timeout only stops a server that hangs."""
     deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
     while True:
         current = await status(client)
-        if current["state"] in states:
+        if condition(current):
             return current
-        assert asyncio.get_running_loop().time() < deadline, f"still {current['state']}"
-        await asyncio.sleep(0.05)
+        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.005)
+
+
+async def wait_for_state(client: LanguageClient, *states: str) -> dict[str, Any]:
+    """Poll the status command until the model reaches one of ``states``."""
+    return await wait_for_status(
+        client, lambda current: current["state"] in states, f"state in {states}"
+    )
+
+
+async def wait_for_progress_end(client: LanguageClient) -> list[Any]:
+    """The reports of the one progress the server began, once it has sent its end."""
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+    while True:
+        reports = list(client.progress_reports.values())
+        if reports and isinstance(reports[0][-1], types.WorkDoneProgressEnd):
+            (only,) = reports
+            return only
+        assert asyncio.get_running_loop().time() < deadline, "the progress never ended"
+        await asyncio.sleep(0.005)
 
 
 def open_document(client: LanguageClient, uri: str, text: str, language_id: str = "python") -> None:
@@ -169,9 +191,8 @@ class Reference:
         return self.tokenizer.decode_continuation(prompt, generated)
 
 
-async def wait_for_decoding(client: LanguageClient, beyond: int) -> None:
+async def wait_for_decoding(client: LanguageClient, beyond: int) -> dict[str, Any]:
     """Poll until the server has generated more than ``beyond`` tokens in all: work is running."""
-    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
-    while (await status(client))["tokens"]["generated"] <= beyond:
-        assert asyncio.get_running_loop().time() < deadline, "the request never started"
-        await asyncio.sleep(0.005)
+    return await wait_for_status(
+        client, lambda current: current["tokens"]["generated"] > beyond, "decoding started"
+    )

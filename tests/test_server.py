@@ -19,7 +19,9 @@ from tests.lsp_support import (
     server_capabilities,
     status,
     wait_for_decoding,
+    wait_for_progress_end,
     wait_for_state,
+    wait_for_status,
 )
 
 pytestmark = pytest.mark.slow
@@ -164,8 +166,7 @@ async def test_bad_positions_and_unknown_documents_answer_empty(tiny_model_dir: 
 async def test_loading_reports_progress(tiny_model_dir: Path) -> None:
     async with running_server(*flags(tiny_model_dir)) as client:
         await wait_for_state(client, "ready")
-        await asyncio.sleep(0.2)
-        (reports,) = client.progress_reports.values()
+        reports = await wait_for_progress_end(client)
         assert isinstance(reports[0], types.WorkDoneProgressBegin)
         assert isinstance(reports[-1], types.WorkDoneProgressEnd)
         assert "Ready" in str(reports[-1].message)
@@ -271,10 +272,14 @@ async def test_cancel_request_stops_decoding(slow_model_dir: Path) -> None:
         client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="to-cancel"))
         with pytest.raises(JsonRpcRequestCancelled):
             await pending
-        await asyncio.sleep(0.3)
-        after = await status(client)
-        assert after["requests"]["cancelled"] == 1
-        assert after["tokens"]["generated"] - full < full / 2
+        # The worker counts a cancellation when its decode loop stops for it: from then on no
+        # token is generated for the request. Left alone it would generate ``full`` tokens.
+        after = await wait_for_status(
+            client, lambda current: current["requests"]["cancelled"] == 1, "the decode stopped"
+        )
+        assert after["requests"]["completed"] == 1
+        assert after["tokens"]["generated"] - full < full
+        assert (await status(client))["tokens"]["generated"] == after["tokens"]["generated"]
 
 
 async def test_newer_request_supersedes_older(slow_model_dir: Path) -> None:

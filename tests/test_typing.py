@@ -127,13 +127,16 @@ async def test_a_burst_of_keystrokes_costs_about_one_completion(wide_model_dir: 
         one = await status(client)
         completion = one["tokens"]["prefilled"] + one["tokens"]["generated"]
 
+        # Every keystroke and its request are written before the test yields, in typing order:
+        # each request reaches the server behind the last and supersedes it long before a
+        # 300-token generation could end.
         pending = []
         for i, char in enumerate("value = compute(x)"):
             type_text(client, 2 + i, LINE, 8 + i, char)
-            pending.append(asyncio.ensure_future(inline(client, URI, LINE, 9 + i, invoked=False)))
+            pending.append(ask_inline(client, URI, LINE, 9 + i, invoked=False))
         answers = await asyncio.gather(*pending)
-        # Superseded requests answer empty; one that finished before the next keystroke arrived
-        # (a busy machine delays the client) is the only other answer, as counted below.
+        # Superseded requests answer empty; only the last may answer. Another answer would mean
+        # a whole generation ended before the server read the next message behind it.
         assert sum(answer != [] for answer in answers) <= 2
 
         after = await status(client)
