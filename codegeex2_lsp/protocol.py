@@ -12,13 +12,18 @@ bad ones are logged. Errors outside any request are logged, and shown to the use
 distinct problem per session.
 
 The document store also lives here: the text synchronization notifications update
-:class:`~codegeex2_lsp.documents.DocumentStore` instead of pygls's workspace documents.
+:class:`~codegeex2_lsp.documents.DocumentStore` instead of pygls's workspace documents. A
+request sees the document as it was when the request arrived: the part of its handler before
+the first wait runs before the next message is read, on stdio (pygls reads each line in a
+thread) and on TCP (:class:`_InTurn`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,7 @@ from typing import Any
 import cattrs
 from lsprotocol import types
 from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcInternalError
+from pygls.io_ import run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
@@ -224,6 +230,27 @@ class SafeProtocol(LanguageServerProtocol):
             yield handler, (params,), None
 
 
+class _InTurn:
+    """A TCP stream that lets the event loop turn once before each line it returns.
+
+    From a socket, a burst of messages sits in one buffer and pygls would handle them all in
+    one go: a request's handler is only scheduled, so a ``didChange`` read right behind it
+    would be applied before the request looked at the document, and it would be answered
+    for text at a position the editor never asked about.
+    """
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self._stream = stream
+
+    async def readline(self) -> bytes:
+        line = await self._stream.readline()
+        await asyncio.sleep(0)
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        return await self._stream.readexactly(n)
+
+
 class SafeLanguageServer(LanguageServer):
     """A pygls server on :class:`SafeProtocol` that shows each distinct problem once."""
 
@@ -236,6 +263,32 @@ class SafeLanguageServer(LanguageServer):
     @property
     def documents(self) -> DocumentStore:
         return self.protocol.documents
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve one client at a time over TCP, reading its messages in turn (:class:`_InTurn`)."""
+        log.info("serving LSP on %s:%s", host, port)
+        self._stop_event = stop_event = threading.Event()
+
+        async def connection(stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)
+            await run_async(
+                stop_event=stop_event,
+                reader=_InTurn(stream),
+                protocol=self.protocol,
+                logger=log,
+                error_handler=self.report_server_error,
+            )
+            self.shutdown()
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(listen())
+        except asyncio.CancelledError:
+            log.debug("the TCP server was cancelled")
 
     @property
     def exit_status(self) -> int:

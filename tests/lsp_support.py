@@ -143,8 +143,10 @@ def ask_inline(
         position=types.Position(line=line, character=character),
         context=types.InlineCompletionContext(trigger_kind=kind),
     )
-    sent = client.protocol.send_request_async(
-        types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
+    # pygls's own send writes the message now; the client's checking wrapper is a coroutine
+    # that would send it only when the loop next runs, behind messages written after it.
+    sent = asyncio.wrap_future(
+        client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
     )
 
     async def texts() -> list[str]:

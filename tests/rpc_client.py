@@ -1,5 +1,6 @@
-"""A raw JSON-RPC client for the server over stdio: it can send what no well-behaved client would
-(broken JSON, invalid UTF-8, wrong types), which pytest-lsp's typed client refuses to."""
+"""A raw JSON-RPC client for the server over stdio or TCP: it can send what no well-behaved client
+would (broken JSON, invalid UTF-8, wrong types), which pytest-lsp's typed client refuses to, and
+several messages in one write."""
 
 from __future__ import annotations
 
@@ -24,8 +25,18 @@ class RpcError(Exception):
 class RawClient:
     """Frames and sends messages, matches responses to requests, answers the server's requests."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None,
+    ) -> None:
+        """Talk to ``process`` over its stdio, or over ``stream`` (a connection to it)."""
         self.process = process
+        if stream is None:
+            assert process.stdout is not None and process.stdin is not None
+            self._incoming, self._outgoing = process.stdout, process.stdin
+        else:
+            self._incoming, self._outgoing = stream
         self.pending: dict[int | str, asyncio.Future[Any]] = {}
         self.notifications: list[dict[str, Any]] = []
         self.responses: dict[int | str, dict[str, Any]] = {}
@@ -52,12 +63,32 @@ class RawClient:
         )
         return cls(process)
 
+    @classmethod
+    async def connect(cls, process: asyncio.subprocess.Process, port: int) -> RawClient:
+        """Connect to ``process`` serving TCP on ``port``, once it listens."""
+        for _ in range(600):
+            try:
+                stream = await asyncio.open_connection("127.0.0.1", port)
+                return cls(process, stream)
+            except OSError:
+                assert process.returncode is None, "the server exited"
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"nothing listens on port {port}")
+
+    @staticmethod
+    def frame(message: Any) -> bytes:
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
     def send_bytes(self, body: bytes) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self._outgoing.write(self.frame(body))
 
     def send(self, message: Any) -> None:
         self.send_bytes(json.dumps(message).encode())
+
+    def send_together(self, *messages: Any) -> None:
+        """Several messages in one write, so they reach the server in one piece."""
+        self._outgoing.write(b"".join(self.frame(message) for message in messages))
 
     def notify(self, method: str, params: Any = None) -> None:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
@@ -91,12 +122,10 @@ class RawClient:
         return result
 
     async def drain(self) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.drain()
+        await self._outgoing.drain()
 
     def close_stdin(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
+        self._outgoing.close()
 
     async def wait(self, timeout: float = TIMEOUT) -> int:
         return await asyncio.wait_for(self.process.wait(), timeout)
@@ -116,8 +145,7 @@ class RawClient:
         ]
 
     async def _read(self) -> None:
-        stdout = self.process.stdout
-        assert stdout is not None
+        stdout = self._incoming
         while True:
             length = None
             while True:

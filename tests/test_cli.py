@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pytest_lsp.client import make_test_lsp_client
 from codegeex2_lsp import __version__
 from codegeex2_lsp.postprocess import make_context, postprocess
 from tests.lsp_support import Reference
+from tests.rpc_client import RawClient
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +178,80 @@ async def test_tcp_serves_lsp_on_loopback(tiny_model_dir: Path) -> None:
         server.wait(timeout=30)
     assert server.stdout is not None
     assert server.stdout.read() == b""
+
+
+def _inline_request(uri: str, msg_id: str) -> dict[str, object]:
+    line = SOURCE.count("\n")
+    character = len(SOURCE.rsplit("\n", 1)[1])
+    params = {
+        "textDocument": {"uri": uri},
+        "position": {"line": line, "character": character},
+        "context": {"triggerKind": 1},
+    }
+    return {
+        "jsonrpc": "2.0",
+        "id": msg_id,
+        "method": "textDocument/inlineCompletion",
+        "params": params,
+    }
+
+
+def _open(uri: str, text: str) -> dict[str, object]:
+    document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+    return {
+        "jsonrpc": "2.0",
+        "method": "textDocument/didOpen",
+        "params": {"textDocument": document},
+    }
+
+
+async def test_over_tcp_a_request_is_answered_for_the_text_it_was_sent_for(
+    tiny_model_dir: Path,
+) -> None:
+    """A request and an edit right behind it reach the server in one piece, as a socket
+    delivers a burst: the request is answered for the text it was sent for."""
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "codegeex2_lsp",
+        "--tcp",
+        "--port",
+        str(port),
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--debounce-ms",
+        "0",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    client = await RawClient.connect(process, port)
+    try:
+        await client.initialize()
+        status = {"command": "codegeex2.status"}
+        for _ in range(1200):
+            if (await client.request("workspace/executeCommand", status))["state"] == "ready":
+                break
+            await asyncio.sleep(0.05)
+        client.send(_open("file:///project/app.py", SOURCE))
+        client.expect("sent-for")
+        emptied = {
+            "textDocument": {"uri": "file:///project/app.py", "version": 2},
+            "contentChanges": [{"text": ""}],
+        }
+        client.send_together(
+            _inline_request("file:///project/app.py", "sent-for"),
+            {"jsonrpc": "2.0", "method": "textDocument/didChange", "params": emptied},
+        )
+        answer = await client.answer("sent-for")
+        client.send(_open("file:///project/again.py", SOURCE))
+        client.expect("alone")
+        client.send(_inline_request("file:///project/again.py", "alone"))
+        alone = await client.answer("alone")
+        assert alone["result"]["items"] != []
+        assert answer["result"] == alone["result"]
+    finally:
+        await client.stop()
