@@ -12,7 +12,7 @@ from huggingface_hub import constants
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, map_alone, read_config
+from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, read_config, read_weights
 from codegeex2_lsp.engine.hub import resolve_model_dir
 from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.errors import LoadError
@@ -134,18 +134,35 @@ def test_embedding_stays_as_stored(tiny_model_dir: Path, tmp_path: Path) -> None
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "embed" not in n)
 
 
-def test_a_tensor_mapped_alone_is_the_stored_one_and_never_writes_the_file(
+def test_each_tensor_is_read_in_a_mapping_of_its_own_and_never_writes_the_file(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "weights.safetensors"
-    stored = {"a": torch.arange(6, dtype=torch.float32), "b": torch.randn(3, 5).half()}
+    stored = {
+        "a": torch.arange(6, dtype=torch.float32),
+        "b": torch.randn(3, 5).half(),
+        "c": torch.randint(-128, 127, (4, 8), dtype=torch.int8),
+        "empty": torch.zeros(0, 3),
+    }
     save_file(stored, path)
     before = path.read_bytes()
-    mapped = map_alone(path, "b")
-    assert mapped.dtype == torch.float16
-    assert torch.equal(mapped, stored["b"])
-    mapped.zero_()
+    read = dict(read_weights(path))
+    assert read.keys() == stored.keys()
+    for name, tensor in read.items():
+        assert tensor.dtype == stored[name].dtype
+        assert torch.equal(tensor, stored[name])
+        # Its own bytes only: letting it go releases what was read of it.
+        assert tensor.untyped_storage().nbytes() == stored[name].numel() * tensor.element_size()
+    read["b"].zero_()
     assert path.read_bytes() == before
+
+
+def test_a_tensor_outside_its_file_is_a_load_error(tmp_path: Path) -> None:
+    path = tmp_path / "weights.safetensors"
+    save_file({"a": torch.arange(64, dtype=torch.float32)}, path)
+    path.write_bytes(path.read_bytes()[:-16])
+    with pytest.raises(LoadError, match=r"cannot read weights\.safetensors"):
+        list(read_weights(path))
 
 
 def test_a_16_bit_embedding_from_bin_shards_is_kept_as_stored(

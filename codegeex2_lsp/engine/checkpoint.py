@@ -269,37 +269,70 @@ def _shard_path(model_dir: Path, name: object, index_name: str) -> Path:
     return model_dir / relative
 
 
-_SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
-def map_alone(path: Path, name: str) -> torch.Tensor:
-    """One float tensor of a safetensors file, in a memory mapping of its own bytes.
+def read_weights(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """One weight file's tensors, one at a time, each read only where it is used.
 
-    The tensors :func:`read_weights` gives share one mapping of the whole file, kept alive by
-    any one of them: every page of it read while loading (the weights that were quantized or
-    converted into copies) would stay resident for as long as one tensor from the file is kept.
+    A safetensors tensor comes in a memory mapping of its own bytes: once the caller lets it go
+    (quantized into a copy, or converted), its pages leave the process. One mapping of the
+    whole file, as ``safetensors`` makes it, stays alive while any tensor from it does, and
+    every page read from it so far with it: loading would peak a shard above the finished
+    model. ``.bin`` shards are unpickled memory-mapped, which torch allows only whole.
     """
-    with open(path, "rb") as file:
-        length = int.from_bytes(file.read(8), "little")
-        entry = json.loads(file.read(length))[name]
-    start, end = entry["data_offsets"]
-    # Copy-on-write: a writable buffer for torch, while the file is never written.
-    data = numpy.memmap(path, numpy.uint8, mode="c", offset=8 + length + start, shape=end - start)
-    return torch.frombuffer(data, dtype=_SAFETENSORS_DTYPES[entry["dtype"]]).view(entry["shape"])
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """One weight file, memory-mapped so only what is used gets paged in."""
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            yield from _map_each(path)
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        while state:
+            name = next(iter(state))
+            yield name, state.pop(name)
+    except LoadError:
+        raise
     except Exception as exc:
         raise LoadError(
             f"cannot read {path.name}: {exc}", "the file is damaged; download the model again"
         ) from exc
+
+
+def _map_each(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        if not 0 < length <= size - 8:
+            raise ValueError(f"a header of {length} bytes in a file of {size}")
+        header = json.loads(file.read(length))
+    entries = sorted(
+        ((name, entry) for name, entry in header.items() if name != "__metadata__"),
+        key=lambda item: item[1]["data_offsets"][0],
+    )
+    for name, entry in entries:
+        dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        shape = [int(n) for n in entry["shape"]]
+        start, end = (int(n) for n in entry["data_offsets"])
+        if not 0 <= start <= end <= size - 8 - length:
+            raise ValueError(f"{name} lies outside the file")
+        if start == end:
+            yield name, torch.empty(shape, dtype=dtype)
+            continue
+        # Copy-on-write: a writable buffer for torch, while the file is never written.
+        data = numpy.memmap(
+            path, numpy.uint8, mode="c", offset=8 + length + start, shape=end - start
+        )
+        yield name, torch.frombuffer(data, dtype=dtype).view(shape)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def convert(
     writer = _ShardWriter(destination)
     for path in weight_files(model_dir):
         progress(f"Converting {path.name}")
-        for upstream_name, upstream in read_weights(path).items():
+        for upstream_name, upstream in read_weights(path):
             for name, tensor in glm_tensors(upstream_name, upstream, config):
                 module = name.removesuffix(".weight")
                 if made is not None and module in quantized and name.endswith(".weight"):

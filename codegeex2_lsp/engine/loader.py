@@ -25,7 +25,6 @@ from codegeex2_lsp.engine.checkpoint import (
     glm_tensors,
     linear_names,
     load_tokenizer,
-    map_alone,
     read_config,
     read_weights,
     stored_quantization,
@@ -150,7 +149,7 @@ class _Filling:
     def add_file(self, path: Path) -> None:
         config = self.model.config
         assigned: dict[str, torch.Tensor] = {}
-        for upstream_name, upstream in read_weights(path).items():
+        for upstream_name, upstream in read_weights(path):
             for name, tensor in glm_tensors(upstream_name, upstream, config):
                 module, _, suffix = name.rpartition(".")
                 if module in self.quantized and suffix in ("weight", "weight_scale"):
@@ -174,11 +173,10 @@ class _Filling:
         dtype = _storage_dtype(name, tensor, self.dtype)
         device = tensor_device(name, self.devices)
         if name == EMBEDDING and dtype == tensor.dtype and device.type == "cpu":
-            # Kept as stored: in a mapping of its own where the format allows, else a copy,
-            # so the file's whole mapping (and what was read from it) can go.
-            if path.suffix == ".safetensors":
-                return map_alone(path, upstream_name)
-            return tensor.clone()
+            # Kept as stored: a safetensors tensor is mapped alone, so only the rows of tokens
+            # seen become resident; a tensor from a .bin shard is copied, so the shard's whole
+            # mapping (and what was read from it) can go.
+            return tensor if path.suffix == ".safetensors" else tensor.clone()
         return tensor.to(device=device, dtype=dtype)
 
     def _add_quantized(
