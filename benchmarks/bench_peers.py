@@ -16,6 +16,8 @@ Engines and their forms of the weights:
   through ``LocalModel.generate`` (the server's decode loop) with the prefix cache off, plain
   decoding; ``ours-int8-speculative`` the same with speculation on (the server's default; on
   random weights and a random prompt the drafts hardly ever hit, so this shows its overhead);
+  ``ours-int4`` the ``--quantize int4`` conversion (INT4 matmul, bfloat16 activations) and
+  ``ours-bf16`` the float16 checkpoint loaded in bfloat16, mainly for their memory;
 - ``fastllm-int4``/``fastllm-int8``: ``ftllm`` loading the safetensors directory, quantizing at
   load, one thread (its pool busy-waits: two threads on two cores ran about 20 times slower);
 - ``chatglm.cpp-q4_0``/``q8_0``: ``chatglm-cpp`` (built from source) on GGML files written by its
@@ -51,6 +53,8 @@ TORCH = "torch==2.13.0"
 CONFIGS = {
     "ours-int8": ("ours", "int8"),
     "ours-int8-speculative": ("ours", "int8"),
+    "ours-int4": ("ours", "int4"),
+    "ours-bf16": ("ours", "bf16"),
     "fastllm-int4": ("fastllm", "int4"),
     "fastllm-int8": ("fastllm", "int8"),
     "chatglm.cpp-q4_0": ("chatglm.cpp", "q4_0"),
@@ -152,11 +156,14 @@ def write_weights(directory: Path) -> Path:
     return directory
 
 
-def convert_ours(source: Path, destination: Path) -> Path:
-    """``codegeex2-lsp convert --quantize int8``, as a user would prepare the model for a CPU."""
+def convert_ours(source: Path, destination: Path, quantize: str) -> Path:
+    """``codegeex2-lsp convert --quantize int8|int4``, as a user would prepare the model for a CPU;
+    bf16 loads the float16 checkpoint itself."""
+    if quantize == "bf16":
+        return source
     if not (destination / "ready").exists():
         command = [sys.executable, "-m", "codegeex2_lsp", "convert", str(source)]
-        _run([*command, str(destination), "--quantize", "int8"])
+        _run([*command, str(destination), "--quantize", quantize])
         (destination / "ready").touch()
     return destination
 
@@ -219,7 +226,7 @@ Stepper = Callable[[list[int], int], list[float]]
 """Runs the prompt and ``n`` tokens after it; the times at which each token was known."""
 
 
-def load_ours(path: Path, threads: int, speculative: bool) -> tuple[Stepper, str]:
+def load_ours(path: Path, threads: int, speculative: bool, dtype: str) -> tuple[Stepper, str]:
     import torch
 
     import codegeex2_lsp
@@ -228,7 +235,9 @@ def load_ours(path: Path, threads: int, speculative: bool) -> tuple[Stepper, str
     from codegeex2_lsp.generation import SamplingParams
 
     torch.set_num_threads(threads)
-    model, description = load_local(LoadSpec(model=str(path)))
+    # A converted checkpoint loads as stored; the float16 one is asked for in bfloat16.
+    spec = LoadSpec(str(path), dtype="bfloat16", quantize="none") if dtype == "bf16" else None
+    model, description = load_local(spec or LoadSpec(str(path)))
 
     def run(ids: list[int], n: int) -> list[float]:
         times: list[float] = []
@@ -314,7 +323,7 @@ def measure(name: str, path: Path, prompt: int, decode: int, threads: int) -> di
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     if engine == "ours":
-        run, version = load_ours(path, threads, name.endswith("speculative"))
+        run, version = load_ours(path, threads, name.endswith("speculative"), form)
     elif engine == "fastllm":
         run, version = load_fastllm(path, form, threads)
     else:
@@ -352,7 +361,8 @@ def prepare(cache: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
     for name in names:
         engine, form = CONFIGS[name]
         if engine == "ours":
-            prepared[name] = (Path(sys.executable), convert_ours(weights, cache / "ours-int8"))
+            converted = convert_ours(weights, cache / f"ours-{form}", form)
+            prepared[name] = (Path(sys.executable), converted)
         elif engine == "fastllm":
             prepared[name] = (peer_python(cache, engine), weights)
         else:

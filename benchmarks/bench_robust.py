@@ -114,7 +114,8 @@ class New:
             document.text, line, character + 1, settings=self.settings, cache=self.cache,
             language_id="python", uri=self.uri, encoding=self.store.encoding,
         )  # fmt: skip
-        assert request is not None
+        if request is None:
+            return  # nothing offered (the indentation before code), as the server answers
         finish(request, SUGGESTION)
         cursor = types.Position(line=line, character=character + 1)
         document.word_before(document.offset(cursor, "utf-16"), "utf-16")

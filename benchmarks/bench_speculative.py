@@ -10,6 +10,8 @@
              "generated" again through the real decode loop and drafter. An upper bound on what
              a model that writes what the file says would get; ``--costs`` (a ``verify`` output)
              turns it into projected ms/token next to the measured plain decode.
+    project  the same projections from an ``accept`` output and a ``verify`` output made apart
+             (acceptance is a count of tokens and passes, the same on every machine).
     e2e      the mechanism end to end on a tiny checkpoint whose greedy output loops: the same
              ids with speculation on and off, and the time each takes, interleaved.
     identity greedy output with speculation against plain decoding on each decode path
@@ -19,6 +21,7 @@ Each measurement is one JSON line on stdout.
 
     python benchmarks/bench_speculative.py verify --configs int8 > verify.jsonl
     python benchmarks/bench_speculative.py accept --costs verify.jsonl
+    python benchmarks/bench_speculative.py project --accept accept.jsonl --costs verify.jsonl
     python benchmarks/bench_speculative.py e2e
 """
 
@@ -401,7 +404,7 @@ def accept(args: argparse.Namespace) -> None:
                     record = _accept_record(tokenizer_name, sp, source, mode, key, tally, args)
                     _emit(record)
                     for config, table in costs.items():
-                        _emit(_projection(record, tally, config, table))
+                        _emit(_projection(record, config, table))
 
 
 def _accept_record(
@@ -455,10 +458,9 @@ def _cost(table: dict[int, float], width: int) -> float:
     return table[min(wider)]
 
 
-def _projection(
-    record: dict[str, Any], tally: _Tally, config: str, table: dict[int, float]
-) -> dict[str, Any]:
-    spent = sum(_cost(table, width) * count for width, count in tally.widths.items())
+def _projection(record: dict[str, Any], config: str, table: dict[int, float]) -> dict[str, Any]:
+    widths = record["pass_widths"]
+    spent = sum(_cost(table, int(width)) * count for width, count in widths.items())
     produced = record["plain_passes"]
     projected = spent / max(1, produced)
     return {
@@ -473,6 +475,19 @@ def _projection(
         "projected_ms_per_token": round(projected, 2),
         "speedup": round(table[1] / projected, 3),
     }
+
+
+def project(args: argparse.Namespace) -> None:
+    """Projections from an ``accept`` output and a ``verify`` output: acceptance is counted in
+    tokens and passes, the same on any machine, so a new machine needs only its pass costs."""
+    costs = _read_costs(args.costs)
+    for line in Path(args.accept).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("part") == "accept":
+            widest = max(int(width) for width in record["pass_widths"])
+            for config, table in costs.items():
+                if widest <= max(table):  # else the costs were measured for fewer drafts
+                    _emit(_projection(record, config, table))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,6 +625,9 @@ def main() -> int:
     two.add_argument("--draft-tokens", default=str(DRAFT_TOKENS))
     two.add_argument("--shortest", default=str(SHORTEST_MATCH))
     two.add_argument("--costs", help="verify output to project ms/token from")
+    projecting = commands.add_parser("project")
+    projecting.add_argument("--accept", required=True, help="accept output")
+    projecting.add_argument("--costs", required=True, help="verify output")
     three = commands.add_parser("e2e")
     three.add_argument("--layers", type=int, default=2)
     three.add_argument("--prompts", type=int, default=6)
@@ -625,6 +643,7 @@ def main() -> int:
     commands_by_name: dict[str, Callable[[argparse.Namespace], None]] = {
         "verify": verify,
         "accept": accept,
+        "project": project,
         "e2e": e2e,
         "identity": identity,
     }
