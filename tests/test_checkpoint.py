@@ -115,13 +115,17 @@ def test_rope_frequencies_are_recomputed_in_float32(tiny_model_dir: Path) -> Non
     torch.testing.assert_close(inv_freq, expected)
 
 
-def test_embedding_stays_as_stored(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """A 16-bit table is not widened (on the CPU it stays the memory-mapped file), and the
-    lookup's output is cast exactly as a widened table would give it."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_embedding_stays_as_stored(
+    tiny_model_dir: Path, tmp_path: Path, dtype: torch.dtype
+) -> None:
+    """A 16-bit table is not widened or converted to the other 16-bit type (on the CPU it stays
+    the memory-mapped file), and the lookup's output is cast exactly as a converted table would
+    give it."""
     model_dir = _copy(tiny_model_dir, tmp_path)
     state = {name: tensor.to(torch.float16) for name, tensor in _single_file(model_dir).items()}
     save_file(state, model_dir / "model.safetensors")
-    model = load_model(model_dir, device=CPU, dtype=torch.float32)
+    model = load_model(model_dir, device=CPU, dtype=dtype)
     table = model.model.embed_tokens.weight
     assert table.dtype == torch.float16
     with safe_open(model_dir / "model.safetensors", "pt") as stored:
@@ -129,9 +133,9 @@ def test_embedding_stays_as_stored(tiny_model_dir: Path, tmp_path: Path) -> None
     assert torch.equal(table, mapped)
     ids = torch.tensor([[3, 17, 250]])
     looked_up = model.model.embed_tokens(ids)
-    assert looked_up.dtype == torch.float32
-    assert torch.equal(looked_up, table.float()[ids])
-    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "embed" not in n)
+    assert looked_up.dtype == dtype
+    assert torch.equal(looked_up, table.to(dtype)[ids])
+    assert all(p.dtype == dtype for n, p in model.named_parameters() if "embed" not in n)
 
 
 def test_each_tensor_is_read_in_a_mapping_of_its_own_and_never_writes_the_file(

@@ -267,7 +267,7 @@ def _storage_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch
     if (
         name == EMBEDDING
         and tensor.is_floating_point()
-        and tensor.element_size() < torch.finfo(dtype).bits // 8
+        and tensor.element_size() <= torch.finfo(dtype).bits // 8
     ):
         return tensor.dtype
     return dtype
