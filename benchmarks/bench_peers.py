@@ -236,8 +236,10 @@ def load_ours(path: Path, threads: int, speculative: bool, dtype: str) -> tuple[
 
     torch.set_num_threads(threads)
     # A converted checkpoint loads as stored; the float16 one is asked for in bfloat16.
-    spec = LoadSpec(str(path), dtype="bfloat16", quantize="none") if dtype == "bf16" else None
-    model, description = load_local(spec or LoadSpec(str(path)))
+    spec = LoadSpec(str(path))
+    if dtype == "bf16":
+        spec = LoadSpec(str(path), dtype="bfloat16", quantize="none")
+    model, description = load_local(spec)
 
     def run(ids: list[int], n: int) -> list[float]:
         times: list[float] = []

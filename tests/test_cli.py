@@ -138,21 +138,16 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def tcp_server_command(port: int, model_dir: Path, *extra: str) -> list[str]:
+    """The server on the tiny model, serving TCP on ``port``."""
+    serve = ["-m", "codegeex2_lsp", "--tcp", "--port", str(port), "--model", str(model_dir)]
+    return [sys.executable, *serve, "--device", "cpu", *extra]
+
+
 async def test_tcp_serves_lsp_on_loopback(tiny_model_dir: Path) -> None:
     port = _free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "codegeex2_lsp",
-            "--tcp",
-            "--port",
-            str(port),
-            "--model",
-            str(tiny_model_dir),
-            "--device",
-            "cpu",
-        ],
+        tcp_server_command(port, tiny_model_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -212,18 +207,7 @@ async def test_over_tcp_a_request_is_answered_for_the_text_it_was_sent_for(
     delivers a burst: the request is answered for the text it was sent for."""
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "codegeex2_lsp",
-        "--tcp",
-        "--port",
-        str(port),
-        "--model",
-        str(tiny_model_dir),
-        "--device",
-        "cpu",
-        "--debounce-ms",
-        "0",
+        *tcp_server_command(port, tiny_model_dir, "--debounce-ms", "0"),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
