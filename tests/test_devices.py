@@ -102,7 +102,7 @@ def test_auto_quantize(
     ("quantize", "fits", "dtype", "why"),
     [
         ("int8", _fits_only("int8"), torch.float32, "dynamic INT8"),
-        ("int4", _fits_only("int4"), torch.bfloat16, "INT4 kernel"),
+        ("int4", _fits_only("int4"), torch.bfloat16, "INT4 kernels"),
         ("none", _fits_only("none"), torch.float32, "fastest exact"),
         ("none", _fits_only(), torch.bfloat16, "would not fit"),
     ],

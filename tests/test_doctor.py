@@ -9,6 +9,7 @@ import pytest
 
 from codegeex2_lsp.cli import main
 from codegeex2_lsp.config import Settings
+from codegeex2_lsp.engine import int4_cpu, quantize
 from codegeex2_lsp.engine.devices import Hardware
 from codegeex2_lsp.engine.doctor import diagnose, find_model_config
 from codegeex2_lsp.engine.memory import GB
@@ -49,6 +50,26 @@ def test_names_the_cpu_kernel_when_quantized() -> None:
     text = "\n".join(report.lines)
     assert "CPU: " in text and "avx2" in text
     assert "INT8 kernel: dynamic" in text
+
+
+def test_names_the_int4_kernel_and_what_it_was_built_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(quantize="int4", device="cpu")
+    built = int4_cpu.fast_library()
+    if built is not None:
+        report = diagnose(
+            settings, hardware=AVX2_LAPTOP, free=_free(16), find_config=_not_downloaded
+        )
+        assert f"INT4 kernel: int4cpu (built here for {built.isa})" in "\n".join(report.lines)
+    monkeypatch.setattr(int4_cpu, "fast_library", lambda: None)
+    quantize._kernel_works.cache_clear()
+    try:
+        report = diagnose(
+            settings, hardware=AVX2_LAPTOP, free=_free(16), find_config=_not_downloaded
+        )
+    finally:
+        quantize._kernel_works.cache_clear()
+    text = "\n".join(report.lines)
+    assert "INT4 kernel: int4pack (this project's faster INT4 kernel needs a C compiler" in text
 
 
 @pytest.mark.parametrize(

@@ -115,8 +115,9 @@ def resolve(
     ``auto`` device picks CUDA, then MPS, then CPU. ``auto`` dtype picks bf16 on CUDA GPUs that
     support it and fp16 on older ones (bf16 is emulated there and upstream reports garbage),
     fp16 on MPS. On CPU it follows the kernels (measured, benchmarks/BENCHMARKS.md): float32
-    with INT8 (the dynamic INT8 kernel computes in float32), bfloat16 with INT4 (the INT4 kernel
-    takes bfloat16), and without quantization bfloat16 where the CPU has native bf16, else
+    with INT8 (the dynamic INT8 kernel computes in float32), bfloat16 with INT4 (half the KV
+    cache of float32, and torch's INT4 kernel, used where this project's cannot be built, takes
+    only bfloat16), and without quantization bfloat16 where the CPU has native bf16, else
     float32, which on AVX2 runs bf16 matmuls several times faster, unless float32 does not fit.
 
     ``auto`` quantize keeps full precision on GPUs and falls back to INT8, then INT4 when it
@@ -169,7 +170,7 @@ def _cpu_dtype(quantize: str, hardware: Hardware, fits: Fits) -> tuple[torch.dty
     if quantize == "int8":
         return torch.float32, "float32: the dynamic INT8 kernel computes in float32"
     if quantize == "int4":
-        return torch.bfloat16, "bfloat16: the INT4 kernel takes bfloat16"
+        return torch.bfloat16, "bfloat16: the INT4 kernels' compact choice on CPU"
     if hardware.cpu_bf16:
         return torch.bfloat16, "bfloat16: the CPU has native bfloat16"
     cpu = torch.device("cpu")

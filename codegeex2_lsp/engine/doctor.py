@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from codegeex2_lsp.config import Settings
+from codegeex2_lsp.engine import int4_cpu
 from codegeex2_lsp.engine.checkpoint import CONFIG_FILE, read_config
-from codegeex2_lsp.engine.devices import Hardware
+from codegeex2_lsp.engine.devices import Hardware, Placement
 from codegeex2_lsp.engine.memory import (
     CODEGEEX2_6B,
     RESERVE_BYTES,
@@ -92,7 +93,7 @@ def diagnose(
         kernel = select_kernel(
             placement.device, placement.dtype, placement.bits, per_row=placement.bits == 8
         )
-        out.lines.append(f"  INT{placement.bits} kernel: {kernel}")
+        out.lines.append(f"  INT{placement.bits} kernel: {kernel}{_kernel_note(kernel, placement)}")
     if plan.note != "fits":
         out.lines.append(f"  split: {plan.note}")
     shape = " (assuming the published CodeGeeX2-6B shape)" if assumed else ""
@@ -104,6 +105,20 @@ def diagnose(
         f"{gb(RESERVE_BYTES)} kept for the system"
     )
     return out
+
+
+def _kernel_note(kernel: str, placement: Placement) -> str:
+    """Where this project's INT4 CPU kernel runs, what it was built for; where it cannot be
+    built, what would change that."""
+    library = int4_cpu.fast_library() if kernel == "int4cpu" else None
+    if library is not None:
+        return f" (built here for {library.isa})"
+    if placement.bits == 4 and placement.device.type == "cpu":
+        return (
+            " (this project's faster INT4 kernel needs a C compiler with OpenMP on x86-64, "
+            "such as gcc; see the log)"
+        )
+    return ""
 
 
 def _version(package: str) -> str:

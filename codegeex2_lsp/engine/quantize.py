@@ -12,6 +12,9 @@ instead of producing garbage:
 - ``dynamic``: torch's dynamic INT8 linear (fbgemm/x86 on CPU). Activations are quantized per
   token on the fly; on AVX2 it is the fastest CPU choice for both prefill and decode.
 - ``int8pack``: torch's weight-only INT8 matmul (CUDA, MPS; CPU with 16-bit activations).
+- ``int4cpu``: this project's INT4 CPU kernel (:mod:`codegeex2_lsp.engine.int4_cpu`), built on the
+  machine with its C compiler: activations quantized to int8 per 32 columns, byte dot products
+  against the nibbles, so batch-1 decode is bound by reading the weights.
 - ``int4pack``: torch's weight-only INT4 matmul (tinygemm on CUDA, its CPU and MPS versions), which
   takes 16-bit activations; on CPU it wants bfloat16.
 - ``dequant``: plain torch, multiply the integers by their scales and run ``F.linear``; exact in
@@ -30,6 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from codegeex2_lsp.engine import int4_cpu
+
 log = logging.getLogger(__name__)
 
 INT4_GROUP_SIZE = 128
@@ -38,7 +43,7 @@ INT4_GROUP_SIZE = 128
 _INT4_KERNEL_GROUPS = (32, 64, 128, 256)
 
 _PACK_ROWS = 4096
-"""Rows packed at a time for the CPU INT4 kernel; a multiple of its 64-row blocks, or the blocks
+"""Rows packed at a time for torch's CPU INT4 kernel; a multiple of its 64-row blocks, or the blocks
 would be laid out differently from a whole-weight packing."""
 
 
@@ -237,28 +242,59 @@ class Int4PackKernel(Kernel):
         return y.reshape(*shape[:-1], -1).to(x.dtype)
 
 
+class Int4CpuKernel(Kernel):
+    """The INT4 CPU kernel of :mod:`codegeex2_lsp.engine.int4_cpu`; computes in float32.
+
+    The scales stay float32, so the integers and scales are used exactly as stored; only the
+    activations are rounded (to int8 per 32 columns).
+    """
+
+    name = "int4cpu"
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
+        nn.Module.__init__(self)
+        library = int4_cpu.fast_library() if q.device.type == "cpu" else None
+        if library is None:
+            raise RuntimeError("the INT4 CPU kernel is not available on this machine")
+        self.bits = 4
+        self.dtype = dtype
+        self.library = library
+        self.rows = q.shape[0]
+        self.group_size = q.shape[1] // scale.shape[1]
+        packed, tiled_scale = int4_cpu.pack(q, scale, library.tile_rows)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scale", tiled_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1]).float().contiguous()
+        y = self.library.matmul(flat, self.packed, self.scale, self.group_size, self.rows)
+        return y.reshape(*shape[:-1], -1).to(x.dtype)
+
+
 KernelFactory = Callable[[torch.Tensor, torch.Tensor, torch.dtype], Kernel]
 
 _KERNELS: dict[str, KernelFactory] = {
     "dynamic": DynamicInt8Kernel,
     "int8pack": Int8PackKernel,
     "int4pack": Int4PackKernel,
+    "int4cpu": Int4CpuKernel,
 }
 
 
 def kernel_candidates(device: torch.device, dtype: torch.dtype, bits: int) -> tuple[str, ...]:
     """Kernels to try, fastest first, for weights on ``device`` with activations in ``dtype``.
 
-    On CPU (measured on AVX2, see benchmarks/BENCHMARKS.md) the dynamic INT8 linear beats the
-    weight-only INT8 matmul several times over; the weight-only matmuls are slow with float32
-    activations, so INT4 on CPU runs in bfloat16.
+    On CPU (measured, see benchmarks/BENCHMARKS.md) the dynamic INT8 linear beats the
+    weight-only INT8 matmul several times over, and this project's INT4 kernel beats torch's,
+    which is slow with float32 activations and so is only tried in bfloat16.
     """
     if bits == 8:
         if device.type == "cpu":
             return ("dynamic", "int8pack") if dtype != torch.float32 else ("dynamic",)
         return ("int8pack",)
-    if device.type == "cpu" and dtype != torch.bfloat16:
-        return ()
+    if device.type == "cpu":
+        return ("int4cpu", "int4pack") if dtype == torch.bfloat16 else ("int4cpu",)
     if device.type == "cuda" and dtype != torch.bfloat16:
         return ()
     return ("int4pack",)
@@ -287,14 +323,22 @@ def _kernel_works(name: str, device: torch.device, dtype: torch.dtype, bits: int
     return ok
 
 
+def working_kernels(
+    device: torch.device, dtype: torch.dtype, bits: int, *, per_row: bool
+) -> list[str]:
+    """The candidates that work here, fastest first; ``dequant`` (plain torch) always last."""
+    names = [
+        name
+        for name in kernel_candidates(device, dtype, bits)
+        if (per_row or name not in ("dynamic", "int8pack"))
+        and _kernel_works(name, device, dtype, bits)
+    ]
+    return [*names, "dequant"]
+
+
 def select_kernel(device: torch.device, dtype: torch.dtype, bits: int, *, per_row: bool) -> str:
-    """The first candidate that works here, or ``dequant`` (plain torch)."""
-    for name in kernel_candidates(device, dtype, bits):
-        if name in ("dynamic", "int8pack") and not per_row:
-            continue
-        if _kernel_works(name, device, dtype, bits):
-            return name
-    return "dequant"
+    """The first candidate that works here, or ``dequant``."""
+    return working_kernels(device, dtype, bits, per_row=per_row)[0]
 
 
 def make_kernel(
@@ -303,18 +347,23 @@ def make_kernel(
     """The kernel module for one quantized weight, already on its device.
 
     q: int8 [out, in] (unpacked), scale: [out, groups]. ``kernel`` forces a choice (tests
-    compare kernels); by default :func:`select_kernel` picks.
+    compare kernels); by default the fastest working kernel that takes this weight's shape.
     """
-    name = kernel or select_kernel(q.device, dtype, bits, per_row=scale.shape[1] == 1)
-    if name != "dequant":
+    if kernel is not None:
+        return _make(kernel, q, scale, dtype, bits)
+    for name in working_kernels(q.device, dtype, bits, per_row=scale.shape[1] == 1):
         try:
-            return _KERNELS[name](q, scale, dtype)
+            return _make(name, q, scale, dtype, bits)
         except (RuntimeError, ValueError) as error:
-            if kernel is not None:
-                raise
-            # Kernels have shape rules (the CPU INT4 one wants rows in multiples of 16).
+            # Kernels have shape rules (the CPU INT4 ones want rows in multiples of 16).
             log.debug("%s kernel cannot take a %s weight (%s)", name, list(q.shape), error)
-    return Int4DequantKernel(q, scale, dtype) if bits == 4 else Kernel(q, scale, dtype)
+    raise AssertionError("the plain-torch kernel takes every weight")
+
+
+def _make(name: str, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, bits: int) -> Kernel:
+    if name == "dequant":
+        return Int4DequantKernel(q, scale, dtype) if bits == 4 else Kernel(q, scale, dtype)
+    return _KERNELS[name](q, scale, dtype)
 
 
 def int4_group_size(in_features: int, preferred: int = INT4_GROUP_SIZE) -> int | None:
