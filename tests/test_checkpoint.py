@@ -12,6 +12,7 @@ from huggingface_hub import constants
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from codegeex2_lsp.engine import attention
 from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, read_config, read_weights
 from codegeex2_lsp.engine.hub import resolve_model_dir
 from codegeex2_lsp.engine.loader import load_model
@@ -92,7 +93,7 @@ def test_loads_bin_shards(model: torch.nn.Module, tiny_model_dir: Path) -> None:
     assert not any(p.requires_grad for p in model.parameters())
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert not model.training
-    assert model.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == attention.NAME
     assert model.generation_config.eos_token_id == 2
     assert model.generation_config.pad_token_id == 0
     state = _state_dict(tiny_model_dir)

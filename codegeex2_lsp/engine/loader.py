@@ -19,6 +19,7 @@ import torch
 from transformers import GenerationConfig, GlmForCausalLM
 
 from codegeex2_lsp.config import LoadSpec
+from codegeex2_lsp.engine import attention
 from codegeex2_lsp.engine.checkpoint import (
     EOS_ID,
     PAD_ID,
@@ -70,7 +71,7 @@ def load_model(
     """
     chatglm = read_config(model_dir)
     config = glm_config(chatglm)
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attention.NAME
     devices = layer_devices or [device] * config.num_hidden_layers
     if len(devices) != config.num_hidden_layers:
         raise ValueError(f"{len(devices)} layer devices for {config.num_hidden_layers} layers")
