@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache, GlmForCausalLM
 
+from codegeex2_lsp.engine import attention
 from codegeex2_lsp.engine.checkpoint import StoredQuantization, glm_config, linear_names
 from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.engine.local import PREFILL_CHUNK
@@ -51,11 +52,11 @@ from codegeex2_lsp.testing import codegeex2_6b_shape, tiny_config
 CONFIGS = {
     "eager-bf16": ("eager", torch.bfloat16, "none"),
     "eager-fp32": ("eager", torch.float32, "none"),
-    "bf16": ("sdpa", torch.bfloat16, "none"),
-    "fp32": ("sdpa", torch.float32, "none"),
-    "int8": ("sdpa", torch.float32, "int8"),
-    "int8-bf16": ("sdpa", torch.bfloat16, "int8"),
-    "int4": ("sdpa", torch.bfloat16, "int4"),
+    "bf16": (attention.NAME, torch.bfloat16, "none"),
+    "fp32": (attention.NAME, torch.float32, "none"),
+    "int8": (attention.NAME, torch.float32, "int8"),
+    "int8-bf16": (attention.NAME, torch.bfloat16, "int8"),
+    "int4": (attention.NAME, torch.bfloat16, "int4"),
 }
 
 
@@ -65,9 +66,9 @@ def full_size_config(layers: int) -> dict[str, object]:
 
 def build(name: str, layers: int, device: torch.device) -> GlmForCausalLM:
     """The model with random weights in the configuration's precision."""
-    attention, dtype, quantize = CONFIGS[name]
+    implementation, dtype, quantize = CONFIGS[name]
     config = glm_config(full_size_config(layers))
-    config._attn_implementation = attention
+    config._attn_implementation = implementation
     with torch.device("meta"):
         model = GlmForCausalLM(config)
     bits = bits_of(quantize)
@@ -122,9 +123,9 @@ def _rss() -> int:
 def load(name: str, model_dir: Path, device: torch.device) -> GlmForCausalLM:
     """The checkpoint in ``model_dir`` through the engine's loader, in the configuration's
     precision: what a user's process holds, memory-mapped tensors included."""
-    attention, dtype, quantize = CONFIGS[name]
+    implementation, dtype, quantize = CONFIGS[name]
     model = load_model(model_dir, device=device, dtype=dtype, quantize=quantize)
-    model.set_attn_implementation(attention)
+    model.set_attn_implementation(implementation)
     return model
 
 

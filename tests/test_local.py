@@ -10,9 +10,15 @@ import torch
 from codegeex2_lsp.completion import generate_raw, prepare
 from codegeex2_lsp.config import Settings
 from codegeex2_lsp.context import LineTokenCache
+from codegeex2_lsp.engine import local
 from codegeex2_lsp.engine.checkpoint import load_tokenizer
 from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import LocalModel, common_prefix_length, decode_mode
+from codegeex2_lsp.engine.local import (
+    PREFILL_CHUNK,
+    LocalModel,
+    common_prefix_length,
+    decode_mode,
+)
 from codegeex2_lsp.generation import Cancelled, Generation, SamplingParams
 from codegeex2_lsp.testing import TINY_CORPUS
 
@@ -92,6 +98,20 @@ def test_same_prompt_again_prefills_one_token(model: LocalModel) -> None:
     model.generate(ids, GREEDY, cache_key="doc")
     again = model.generate(ids, GREEDY, cache_key="doc")
     assert again.prefilled_tokens == 1
+
+
+def test_a_long_prefill_hands_its_freed_memory_back(
+    model: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(local, "return_freed_memory", lambda: trims.append(1))
+    ids = ids_of(model, SOURCE)
+    assert len(ids) > PREFILL_CHUNK
+    model.generate(ids, SamplingParams(max_new_tokens=2), cache_key="a")
+    assert trims == [1]
+    # The next keystroke prefills a token or two: nothing worth trimming.
+    model.generate(ids + ids[-2:], SamplingParams(max_new_tokens=2), cache_key="a")
+    assert trims == [1]
 
 
 def test_typing_the_suggestion_reuses_its_generated_tokens(model: LocalModel) -> None:

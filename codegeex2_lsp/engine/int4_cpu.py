@@ -35,8 +35,9 @@ BLOCK = 32
 
 _ISAS = {0: "portable C", 1: "AVX2", 2: "AVX-VNNI", 3: "AVX-512 VNNI"}
 
-_PACK_ROWS = 4096
-"""Rows packed at a time, so packing the 6B output layer needs no gigabyte of intermediates."""
+_PACK_ROWS = 256
+"""Rows packed at a time. Small blocks keep the intermediates small enough that glibc returns
+them at once: with 4,096 rows, loading the 6B model in INT4 peaked 0.8 GB higher."""
 
 
 @dataclass(frozen=True)

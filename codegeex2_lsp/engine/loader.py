@@ -7,9 +7,7 @@ a time, keeping peak memory near one copy of the weights.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from codegeex2_lsp.engine.checkpoint import (
 from codegeex2_lsp.engine.devices import Hardware
 from codegeex2_lsp.engine.hub import resolve_model_dir
 from codegeex2_lsp.engine.local import LocalModel
+from codegeex2_lsp.engine.memory import return_freed_memory
 from codegeex2_lsp.engine.placement import connect_devices, plan_load, tensor_device
 from codegeex2_lsp.engine.quantize import (
     QuantLinear,
@@ -325,19 +324,6 @@ def load_local(
     description = f"{spec.model} on {placement.describe()}"
     if plan.note != "fits":
         description += f"; {plan.note}"
-    _return_freed_memory()
+    # Quantizing and packing make a transient copy of each weight, freed by now.
+    return_freed_memory()
     return LocalModel(model, tokenizer), description
-
-
-def _return_freed_memory() -> None:
-    """Hand the memory freed while loading back to the system.
-
-    Quantizing and packing make a transient copy of each weight; glibc keeps what was freed in
-    its heaps, about 0.5 GB for the 6B model in INT4, resident for as long as the server runs.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        logger.debug("no malloc_trim here (not glibc)")
