@@ -16,8 +16,10 @@ Engines and their forms of the weights:
   through ``LocalModel.generate`` (the server's decode loop) with the prefix cache off, plain
   decoding; ``ours-int8-speculative`` the same with speculation on (the server's default; on
   random weights and a random prompt the drafts hardly ever hit, so this shows its overhead);
-  ``ours-int4`` the ``--quantize int4`` conversion (INT4 matmul, bfloat16 activations) and
-  ``ours-bf16`` the float16 checkpoint loaded in bfloat16, mainly for their memory;
+  ``ours-int4`` the ``--quantize int4`` conversion (this project's INT4 CPU kernel, bfloat16
+  activations), ``ours-int4-speculative`` the same with speculation on, and ``ours-bf16`` the
+  float16 checkpoint loaded in bfloat16, mainly for its memory. Speculating configurations also
+  report the drafter's counters (passes, tokens drafted, tokens accepted);
 - ``fastllm-int4``/``fastllm-int8``: ``ftllm`` loading the safetensors directory, quantizing at
   load, one thread (its pool busy-waits: two threads on two cores ran about 20 times slower);
 - ``chatglm.cpp-q4_0``/``q8_0``: ``chatglm-cpp`` (built from source) on GGML files written by its
@@ -42,6 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ CONFIGS = {
     "ours-int8": ("ours", "int8"),
     "ours-int8-speculative": ("ours", "int8"),
     "ours-int4": ("ours", "int4"),
+    "ours-int4-speculative": ("ours", "int4"),
     "ours-bf16": ("ours", "bf16"),
     "fastllm-int4": ("fastllm", "int4"),
     "fastllm-int8": ("fastllm", "int8"),
@@ -225,6 +229,9 @@ def _memory(field: str) -> float:
 Stepper = Callable[[list[int], int], list[float]]
 """Runs the prompt and ``n`` tokens after it; the times at which each token was known."""
 
+COUNTERS: dict[str, int] = {}
+"""What an engine counted during its run, reported beside the timings."""
+
 
 def load_ours(path: Path, threads: int, speculative: bool, dtype: str) -> tuple[Stepper, str]:
     import torch
@@ -252,6 +259,8 @@ def load_ours(path: Path, threads: int, speculative: bool, dtype: str) -> tuple[
         result = model.generate(ids, params, should_stop=stamp, cache_bytes=0)
         if result.generated_tokens != n:
             raise RuntimeError(f"stopped after {result.generated_tokens} tokens")
+        if speculative:
+            COUNTERS.update({f"speculation_{k}": v for k, v in asdict(model.speculation).items()})
         return times
 
     version = f"codegeex2-lsp {codegeex2_lsp.__version__}, torch {torch.__version__}, "
@@ -353,6 +362,7 @@ def measure(name: str, path: Path, prompt: int, decode: int, threads: int) -> di
         "peak_rss_gb": _memory("VmHWM"),
         "load_average_before": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
+        **COUNTERS,
     }
 
 
