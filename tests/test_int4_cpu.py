@@ -4,6 +4,7 @@ chosen, and its build (cached, and absent without a compiler)."""
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,4 +160,35 @@ def test_a_failing_compiler_is_reported(
     finally:
         int4_cpu.load.cache_clear()
     assert any("unsupported option" in r.getMessage() for r in caplog.records)
+    assert not list((tmp_path / "codegeex2-lsp" / "kernels").iterdir())
+
+
+@needs_compiler
+@pytest.mark.usefixtures("fresh_selection")
+def test_a_build_that_computes_wrongly_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = tmp_path / "wrong.c"
+    wrong.write_text(
+        "#include <stdint.h>\n"
+        "int cg_isa(void) { return 3; }\n"
+        "int cg_tile_rows(void) { return 16; }\n"
+        "int cg_int4_matmul(const float *x, int64_t m, int64_t k, const void *w,\n"
+        "                   const float *s, int64_t g, int64_t n, float *y, int t) {\n"
+        "    for (int64_t i = 0; i < m * n; i++) y[i] = 0.0f;\n"
+        "    return 0;\n"
+        "}\n"
+    )
+    real = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    compiler = tmp_path / "cc"
+    compiler.write_text(
+        '#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\n'
+        f'exec {real} -fPIC -shared -o "$2" {wrong}\n'
+    )
+    compiler.chmod(0o755)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", str(compiler))
+    caplog.set_level(logging.INFO, logger=int4_cpu.__name__)
+    assert int4_cpu.load() is None
+    assert any("failed its check" in r.getMessage() for r in caplog.records)
     assert not list((tmp_path / "codegeex2-lsp" / "kernels").iterdir())

@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,23 +168,47 @@ def load(arch: str = "native") -> Library | None:
     return library
 
 
+_CHECK = """
+import ctypes, sys
+library = ctypes.CDLL(sys.argv[1])
+rows, columns = library.cg_tile_rows(), 64
+library.cg_int4_matmul.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+# Every weight 1 (nibble 9) with scale 0.5, every activation 1: each output is 32.
+packed = (ctypes.c_uint8 * (rows * columns // 2))(*[0x99] * (rows * columns // 2))
+scale = (ctypes.c_float * (rows * 2))(*[0.5] * (rows * 2))
+x = (ctypes.c_float * columns)(*[1.0] * columns)
+y = (ctypes.c_float * rows)()
+status = library.cg_int4_matmul(x, 1, columns, packed, scale, 32, rows, y, 1)
+sys.exit(0 if status == 0 and all(abs(v - 32.0) < 1e-3 for v in y) else 1)
+"""
+"""Run on a fresh build in a process of its own: an instruction the CPU refuses (a hypervisor
+that hides what the compiler saw) kills that process, never the server."""
+
+
 def _build(compiler: str, flags: list[str], target: Path) -> None:
-    """Compile into a temporary file beside ``target`` and rename it: concurrent builds by
-    several servers never see a half-written library."""
+    """Compile into a temporary file beside ``target``, check it, and rename it: concurrent
+    builds by several servers never see a half-written or unchecked library."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
     os.close(handle)
     try:
-        subprocess.run(
-            [compiler, *flags, "-o", partial, str(SOURCE)],
-            check=True,
-            capture_output=True,
-            timeout=120,
+        try:
+            subprocess.run(
+                [compiler, *flags, "-o", partial, str(SOURCE)],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+        except subprocess.CalledProcessError as error:
+            message = error.stderr.decode(errors="replace").strip().splitlines()
+            raise OSError(message[-1] if message else f"{compiler} failed") from None
+        checked = subprocess.run(
+            [sys.executable, "-c", _CHECK, partial], check=False, capture_output=True, timeout=60
         )
+        if checked.returncode != 0:
+            raise OSError(f"the built kernel failed its check (exit status {checked.returncode})")
         os.replace(partial, target)
-    except subprocess.CalledProcessError as error:
-        message = error.stderr.decode(errors="replace").strip().splitlines()
-        raise OSError(message[-1] if message else f"{compiler} failed") from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
