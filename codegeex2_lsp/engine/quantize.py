@@ -27,7 +27,7 @@ import functools
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -325,20 +325,20 @@ def _kernel_works(name: str, device: torch.device, dtype: torch.dtype, bits: int
 
 def working_kernels(
     device: torch.device, dtype: torch.dtype, bits: int, *, per_row: bool
-) -> list[str]:
-    """The candidates that work here, fastest first; ``dequant`` (plain torch) always last."""
-    names = [
-        name
-        for name in kernel_candidates(device, dtype, bits)
-        if (per_row or name not in ("dynamic", "int8pack"))
-        and _kernel_works(name, device, dtype, bits)
-    ]
-    return [*names, "dequant"]
+) -> Iterator[str]:
+    """The candidates that work here, fastest first, each probed only once it is asked for;
+    ``dequant`` (plain torch) last."""
+    for name in kernel_candidates(device, dtype, bits):
+        if (per_row or name not in ("dynamic", "int8pack")) and _kernel_works(
+            name, device, dtype, bits
+        ):
+            yield name
+    yield "dequant"
 
 
 def select_kernel(device: torch.device, dtype: torch.dtype, bits: int, *, per_row: bool) -> str:
     """The first candidate that works here, or ``dequant``."""
-    return working_kernels(device, dtype, bits, per_row=per_row)[0]
+    return next(working_kernels(device, dtype, bits, per_row=per_row))
 
 
 def make_kernel(
