@@ -42,7 +42,7 @@ def measure(
     import transformers
     from bench_model import build, prefill
 
-    from codegeex2_lsp.engine.local import StaticDecoder
+    from codegeex2_lsp.backends.local.inference import StaticDecoder
 
     device = torch.device(device_name)
     cuda = device.type == "cuda"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from codegeex2_lsp.engine.convert import convert
-from codegeex2_lsp.engine.loader import load_model
+from codegeex2_lsp.backends.local.convert import convert
+from codegeex2_lsp.backends.local.loader import load_model
 from codegeex2_lsp.testing import codegeex2_6b_shape, write_tiny_model
 
 # (source directory name, quantize setting, dtype)

@@ -37,11 +37,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache, GlmForCausalLM
 
-from codegeex2_lsp.engine import attention
-from codegeex2_lsp.engine.checkpoint import StoredQuantization, glm_config, linear_names
-from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import PREFILL_CHUNK
-from codegeex2_lsp.engine.quantize import (
+from codegeex2_lsp.backends.local import attention
+from codegeex2_lsp.backends.local.checkpoint import StoredQuantization, glm_config, linear_names
+from codegeex2_lsp.backends.local.inference import PREFILL_CHUNK
+from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.local.quantize import (
     QuantLinear,
     bits_of,
     swap_linears,

@@ -104,7 +104,11 @@ def write_weights(directory: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import LlamaTokenizerFast
 
-    from codegeex2_lsp.engine.checkpoint import CONFIG_FILE, SAFETENSORS_INDEX, TOKENIZER_FILE
+    from codegeex2_lsp.backends.local.checkpoint import (
+        CONFIG_FILE,
+        SAFETENSORS_INDEX,
+        TOKENIZER_FILE,
+    )
     from codegeex2_lsp.testing import codegeex2_6b_shape, tiny_config, train_tokenizer
     from codegeex2_lsp.testing.weights import Weights
 
@@ -237,9 +241,9 @@ def load_ours(path: Path, threads: int, speculative: bool, dtype: str) -> tuple[
     import torch
 
     import codegeex2_lsp
-    from codegeex2_lsp.config import LoadSpec
-    from codegeex2_lsp.engine.loader import load_local
-    from codegeex2_lsp.generation import SamplingParams
+    from codegeex2_lsp.backends.generation import SamplingParams
+    from codegeex2_lsp.backends.local.loader import load_local
+    from codegeex2_lsp.settings.fields import LoadSpec
 
     torch.set_num_threads(threads)
     # A converted checkpoint loads as stored; the float16 one is asked for in bfloat16.

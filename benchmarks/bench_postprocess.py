@@ -31,12 +31,18 @@ from pathlib import Path
 
 import torch
 
-from codegeex2_lsp.completion import CompletionRequest, finish, generate, generate_raw, prepare
-from codegeex2_lsp.config import LoadSpec, Settings
-from codegeex2_lsp.context import LineTokenCache
-from codegeex2_lsp.engine.loader import load_local
-from codegeex2_lsp.engine.local import LocalModel
-from codegeex2_lsp.languages import language_id_for_path
+from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.local.loader import load_local
+from codegeex2_lsp.completion.languages import language_id_for_path
+from codegeex2_lsp.completion.pipeline import (
+    CompletionRequest,
+    finish,
+    generate,
+    generate_raw,
+    prepare,
+)
+from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.settings.fields import LoadSpec, Settings
 from codegeex2_lsp.testing import write_tiny_model
 
 CORPUS = Path(__file__).parent / "corpus"

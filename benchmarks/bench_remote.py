@@ -46,14 +46,14 @@ from benchmarks.bench_typing import (
     summary,
     typing,
 )
-from codegeex2_lsp.completion import generate, prepare
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.context import LineTokenCache
-from codegeex2_lsp.generation import SamplingParams
-from codegeex2_lsp.remote.connect import connect
-from codegeex2_lsp.remote.model import RemoteModel
-from codegeex2_lsp.remote.wire import Endpoint
-from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.backends.generation import SamplingParams
+from codegeex2_lsp.backends.remote.connect import connect
+from codegeex2_lsp.backends.remote.http import Endpoint
+from codegeex2_lsp.backends.remote.streaming import RemoteModel
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.completion.pipeline import generate, prepare
+from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.settings.fields import Settings
 from tests.lsp_support import running_server, wait_for_state
 from tests.vllm_support import VllmServer, vllm_python, write_vllm_checkpoint
 

@@ -39,13 +39,13 @@ from pygls.workspace import TextDocument
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codegeex2_lsp.completion import CompletionRequest, finish, prepare
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.context import LineTokenCache, build_prompt
-from codegeex2_lsp.documents import DocumentStore
-from codegeex2_lsp.languages import tag_line
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.completion.languages import tag_line
+from codegeex2_lsp.completion.pipeline import CompletionRequest, finish, prepare
+from codegeex2_lsp.completion.prompt import LineTokenCache, build_prompt
+from codegeex2_lsp.lsp.documents import DocumentStore
+from codegeex2_lsp.settings.fields import Settings
 from codegeex2_lsp.testing import write_tiny_model
-from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
 
 TYPED = "    total = sum(item.size for item in self.items if item)"
 SUGGESTION = " + len(self.pending)\n    return total\n"

@@ -40,8 +40,8 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from benchmarks.bench_typing import MID_SIZE
-from codegeex2_lsp.engine.memory import CODEGEEX2_6B, ModelSize, estimate
-from codegeex2_lsp.sharing import running_servers
+from codegeex2_lsp.backends.local.memory import CODEGEEX2_6B, ModelSize, estimate
+from codegeex2_lsp.backends.shared.launcher import running_servers
 from codegeex2_lsp.testing import write_tiny_model
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 

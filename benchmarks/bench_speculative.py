@@ -48,13 +48,13 @@ import torch
 from bench_model import build, prefill
 from transformers import DynamicCache
 
-from codegeex2_lsp.drafting import DRAFT_TOKENS, LONGEST_MATCH, SHORTEST_MATCH, Drafter
-from codegeex2_lsp.engine.checkpoint import load_tokenizer
-from codegeex2_lsp.engine.decoding import decode
-from codegeex2_lsp.engine.kvcache import StaticDecoder
-from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import LocalModel
-from codegeex2_lsp.generation import SamplingParams
+from codegeex2_lsp.backends.drafting import DRAFT_TOKENS, LONGEST_MATCH, SHORTEST_MATCH, Drafter
+from codegeex2_lsp.backends.generation import SamplingParams
+from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
+from codegeex2_lsp.backends.local.decoding import decode
+from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.local.kvcache import StaticDecoder
+from codegeex2_lsp.backends.local.loader import load_model
 from codegeex2_lsp.testing import TINY_CORPUS, train_tokenizer, write_tiny_model
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

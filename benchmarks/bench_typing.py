@@ -43,8 +43,8 @@ from pytest_lsp import LanguageClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.testing import codegeex2_6b_shape, write_tiny_model
-from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 
 URI = "file:///bench/queue.py"

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codegeex2_lsp import __version__
-from codegeex2_lsp.config import Settings
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.setting_sources import add_arguments, from_arguments
+from codegeex2_lsp.settings.fields import Settings
+from codegeex2_lsp.settings.sources import add_arguments, from_arguments
 
 log = logging.getLogger("codegeex2_lsp")
 
@@ -99,7 +99,7 @@ def serve_command(argv: Sequence[str]) -> int:
     # stderr would show every line twice, so stderr keeps only warnings and errors.
     _setup_logging(args, stderr_level=None if args.tcp else "WARNING")
 
-    from codegeex2_lsp.server import create_server
+    from codegeex2_lsp.lsp.server import create_server
 
     server = create_server(settings)
     log.info("codegeex2-lsp %s starting", __version__)
@@ -131,10 +131,10 @@ def complete_command(argv: Sequence[str]) -> int:
     settings = _settings(parser, args)
     _setup_logging(args, stderr_level="WARNING")
 
-    from codegeex2_lsp.backends import load_backend
-    from codegeex2_lsp.completion import generate, generate_raw, prepare
-    from codegeex2_lsp.context import LineTokenCache
-    from codegeex2_lsp.languages import language_id_for_path
+    from codegeex2_lsp.backends.loading import load_backend
+    from codegeex2_lsp.completion.languages import language_id_for_path
+    from codegeex2_lsp.completion.pipeline import generate, generate_raw, prepare
+    from codegeex2_lsp.completion.prompt import LineTokenCache
 
     try:
         text = args.file.read_text(encoding="utf-8")
@@ -224,7 +224,7 @@ def convert_command(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    from codegeex2_lsp.engine.convert import convert
+    from codegeex2_lsp.backends.local.convert import convert
 
     try:
         result = convert(
@@ -258,12 +258,12 @@ def doctor_command(argv: Sequence[str]) -> int:
     settings = _settings(parser, args)
 
     if settings.backend == "openai":
-        from codegeex2_lsp.remote.doctor import diagnose_remote
+        from codegeex2_lsp.backends.remote.checkup import diagnose_remote
 
         remote = diagnose_remote(settings)
         lines, problems = remote.lines, remote.problems
     else:
-        from codegeex2_lsp.engine.doctor import diagnose
+        from codegeex2_lsp.backends.local.doctor import diagnose
 
         local = diagnose(settings)
         lines, problems = local.lines, local.problems
@@ -277,7 +277,7 @@ def doctor_command(argv: Sequence[str]) -> int:
 
 def print_shared_servers() -> None:
     """The running shared model servers of this user: what each serves, to whom, in how much."""
-    from codegeex2_lsp.sharing import describe, running_servers
+    from codegeex2_lsp.backends.shared.launcher import describe, running_servers
 
     servers = running_servers()
     print("shared servers:" + ("" if servers else " none running"))
@@ -318,8 +318,8 @@ def model_server_command(argv: Sequence[str]) -> int:
 
     import os
 
-    from codegeex2_lsp.serve.listen import ListenError, serve, tcp_socket, unix_socket
-    from codegeex2_lsp.sharing import socket_path
+    from codegeex2_lsp.backends.shared.launcher import socket_path
+    from codegeex2_lsp.backends.shared.listen import ListenError, serve, tcp_socket, unix_socket
 
     api_key = os.environ.get("CODEGEEX2_API_KEY") or None
     try:

@@ -19,8 +19,8 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities
 from pytest_lsp.client import make_test_lsp_client
 
-from codegeex2_lsp.engine.checkpoint import load_tokenizer
-from codegeex2_lsp.engine.loader import load_model
+from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
+from codegeex2_lsp.backends.local.loader import load_model
 
 READY_TIMEOUT = 60.0
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from codegeex2_lsp.engine import attention
+from codegeex2_lsp.backends.local import attention
 
 
 class _Module(torch.nn.Module):

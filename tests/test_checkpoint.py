@@ -12,10 +12,15 @@ from huggingface_hub import constants
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from codegeex2_lsp.engine import attention
-from codegeex2_lsp.engine.checkpoint import glm_config, load_tokenizer, read_config, read_weights
-from codegeex2_lsp.engine.hub import resolve_model_dir
-from codegeex2_lsp.engine.loader import load_model
+from codegeex2_lsp.backends.local import attention
+from codegeex2_lsp.backends.local.checkpoint import (
+    glm_config,
+    load_tokenizer,
+    read_config,
+    read_weights,
+)
+from codegeex2_lsp.backends.local.hub import resolve_model_dir
+from codegeex2_lsp.backends.local.loader import load_model
 from codegeex2_lsp.errors import LoadError
 
 CPU = torch.device("cpu")

@@ -9,8 +9,8 @@ import typing
 
 import pytest
 
-from codegeex2_lsp.config import SETTINGS, LoadSpec, Settings, SettingSpec
-from codegeex2_lsp.setting_sources import (
+from codegeex2_lsp.settings.fields import SETTINGS, LoadSpec, Settings, SettingSpec
+from codegeex2_lsp.settings.sources import (
     add_arguments,
     apply_updates,
     from_arguments,

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from codegeex2_lsp.completion import LINE_CHARS, PREFIX_CHARS, SUFFIX_CHARS, prepare
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.context import (
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.completion.pipeline import LINE_CHARS, PREFIX_CHARS, SUFFIX_CHARS, prepare
+from codegeex2_lsp.completion.prompt import (
     WINDOW_CHARS_PER_TOKEN,
     LineTokenCache,
     Prompt,
     build_prompt,
     prompt_at,
 )
-from codegeex2_lsp.text import LspText
-from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.lsp.text import LspText
+from codegeex2_lsp.settings.fields import Settings
 
 TAG = "# language: Python"
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from codegeex2_lsp.backends.local.convert import convert
+from codegeex2_lsp.backends.local.loader import load_model
 from codegeex2_lsp.cli import main
-from codegeex2_lsp.engine.convert import convert
-from codegeex2_lsp.engine.loader import load_model
 from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.testing import write_tiny_model
 

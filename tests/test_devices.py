@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codegeex2_lsp.engine.devices import Fits, Hardware, cpu_features, resolve
+from codegeex2_lsp.backends.local.devices import Fits, Hardware, cpu_features, resolve
 from codegeex2_lsp.errors import LoadError
 
 CPU_ONLY = Hardware(cuda_count=0, cuda_bf16=(), mps=False)

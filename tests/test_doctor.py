@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from codegeex2_lsp.backends.local import int4_cpu, quantize
+from codegeex2_lsp.backends.local.devices import Hardware
+from codegeex2_lsp.backends.local.doctor import diagnose, find_model_config
+from codegeex2_lsp.backends.local.memory import GB
 from codegeex2_lsp.cli import main
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.engine import int4_cpu, quantize
-from codegeex2_lsp.engine.devices import Hardware
-from codegeex2_lsp.engine.doctor import diagnose, find_model_config
-from codegeex2_lsp.engine.memory import GB
+from codegeex2_lsp.settings.fields import Settings
 
 AVX2_LAPTOP = Hardware(cuda_count=0, cuda_bf16=(), mps=False, cpu_features=frozenset({"avx2"}))
 RTX = Hardware(

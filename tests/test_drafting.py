@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from codegeex2_lsp.drafting import LONGEST_PAUSE, MISSES_BEFORE_PAUSE, Drafter
+from codegeex2_lsp.backends.drafting import LONGEST_PAUSE, MISSES_BEFORE_PAUSE, Drafter
 
 
 def test_the_tokens_after_an_earlier_occurrence_of_the_tail_are_drafted() -> None:

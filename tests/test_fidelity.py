@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codegeex2_lsp.engine.checkpoint import load_tokenizer
-from codegeex2_lsp.engine.loader import load_model
+from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
+from codegeex2_lsp.backends.local.loader import load_model
 
 PROMPT = """# language: Python
 class Stack:

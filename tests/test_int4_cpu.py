@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegeex2_lsp.engine import int4_cpu, quantize
-from codegeex2_lsp.engine.devices import cpu_features
-from codegeex2_lsp.engine.quantize import dequantize, make_kernel, quantize_weight, select_kernel
+from codegeex2_lsp.backends.local import int4_cpu, quantize
+from codegeex2_lsp.backends.local.devices import cpu_features
+from codegeex2_lsp.backends.local.quantize import (
+    dequantize,
+    make_kernel,
+    quantize_weight,
+    select_kernel,
+)
 
 CPU = torch.device("cpu")
 

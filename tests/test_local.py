@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegeex2_lsp.completion import generate_raw, prepare
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.context import LineTokenCache
-from codegeex2_lsp.engine import local
-from codegeex2_lsp.engine.checkpoint import load_tokenizer
-from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import (
+from codegeex2_lsp.backends.generation import Cancelled, Generation, SamplingParams
+from codegeex2_lsp.backends.local import inference as local
+from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
+from codegeex2_lsp.backends.local.inference import (
     PREFILL_CHUNK,
     LocalModel,
     common_prefix_length,
     decode_mode,
 )
-from codegeex2_lsp.generation import Cancelled, Generation, SamplingParams
+from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.completion.pipeline import generate_raw, prepare
+from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.settings.fields import Settings
 from codegeex2_lsp.testing import TINY_CORPUS
 
 GREEDY = SamplingParams(max_new_tokens=24)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegeex2_lsp.config import LoadSpec
-from codegeex2_lsp.engine.devices import Hardware
-from codegeex2_lsp.engine.loader import load_local
-from codegeex2_lsp.engine.memory import CODEGEEX2_6B, GB, ModelSize, estimate
-from codegeex2_lsp.engine.placement import plan_layers, plan_load, split_counts
+from codegeex2_lsp.backends.local.devices import Hardware
+from codegeex2_lsp.backends.local.loader import load_local
+from codegeex2_lsp.backends.local.memory import CODEGEEX2_6B, GB, ModelSize, estimate
+from codegeex2_lsp.backends.local.placement import plan_layers, plan_load, split_counts
 from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.settings.fields import LoadSpec
 
 CPU_ONLY = Hardware(cuda_count=0, cuda_bf16=(), mps=False)
 ONE_GPU = Hardware(cuda_count=1, cuda_bf16=(True,), mps=False)

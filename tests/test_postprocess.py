@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from codegeex2_lsp.languages import canonical_language_id, language_id_for_path
+from codegeex2_lsp.completion.languages import canonical_language_id, language_id_for_path
 from codegeex2_lsp.postprocess import (
     PostContext,
     is_settled,

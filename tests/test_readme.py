@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codegeex2_lsp.config import SETTINGS, SettingSpec
+from codegeex2_lsp.settings.fields import SETTINGS, SettingSpec
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 

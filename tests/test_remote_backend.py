@@ -17,9 +17,9 @@ from pathlib import Path
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
-from codegeex2_lsp.worker import Engine, LoadListener
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.backends.worker import Engine, LoadListener
+from codegeex2_lsp.settings.fields import Settings
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 from tests.scripted_server import Reply, ScriptedServer, error_body, tokens
 
@@ -143,8 +143,8 @@ def test_the_openai_backend_loads_without_torch(tiny_model_dir: Path) -> None:
         answering(server, tokenizer)
         code = (
             "import json, sys\n"
-            "from codegeex2_lsp.config import Settings\n"
-            "from codegeex2_lsp.backends import load_backend\n"
+            "from codegeex2_lsp.settings.fields import Settings\n"
+            "from codegeex2_lsp.backends.loading import load_backend\n"
             f"spec = Settings(model={str(tiny_model_dir)!r}, backend='openai', "
             f"server_url={server.url!r}).load_spec()\n"
             "model, description = load_backend(spec)\n"

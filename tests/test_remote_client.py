@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from codegeex2_lsp.backends.generation import Cancelled, SamplingParams
+from codegeex2_lsp.backends.remote.connect import choose_model, connect, load_tokenizer
+from codegeex2_lsp.backends.remote.http import Endpoint, RemoteError, ServedModel, redact_url
+from codegeex2_lsp.backends.remote.streaming import BACKOFF_FIRST, RemoteModel
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.generation import Cancelled, SamplingParams
-from codegeex2_lsp.remote.connect import choose_model, connect, load_tokenizer
-from codegeex2_lsp.remote.model import BACKOFF_FIRST, RemoteModel
-from codegeex2_lsp.remote.wire import Endpoint, RemoteError, ServedModel, redact_url
-from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
 from tests.scripted_server import Reply, ScriptedServer, error_body, tokens
 
 GREEDY = SamplingParams(max_new_tokens=8)

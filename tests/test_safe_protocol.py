@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from lsprotocol import types
 
-from codegeex2_lsp.protocol import SHOWN_CHARS, SafeLanguageServer
+from codegeex2_lsp.lsp.protocol import SHOWN_CHARS, SafeLanguageServer
 
 
 class Wire:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from codegeex2_lsp.completion import CompletionRequest, generate, prepare
-from codegeex2_lsp.config import LoadSpec, Settings
-from codegeex2_lsp.context import LineTokenCache
-from codegeex2_lsp.generation import CompletionModel
-from codegeex2_lsp.scheduler import BURST_HOLD, Scheduler
-from codegeex2_lsp.worker import Engine, LoadListener
+from codegeex2_lsp.backends.generation import CompletionModel
+from codegeex2_lsp.backends.worker import Engine, LoadListener
+from codegeex2_lsp.completion.pipeline import CompletionRequest, generate, prepare
+from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.completion.scheduler import BURST_HOLD, Scheduler
+from codegeex2_lsp.settings.fields import LoadSpec, Settings
 
 URI = "file:///project/app.py"
 SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "

@@ -22,18 +22,18 @@ from typing import Any
 import httpx
 import pytest
 
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.engine.loader import load_local
-from codegeex2_lsp.engine.local import LocalModel
-from codegeex2_lsp.generation import SamplingParams
-from codegeex2_lsp.serve.listen import (
+from codegeex2_lsp.backends.generation import SamplingParams
+from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.local.loader import load_local
+from codegeex2_lsp.backends.shared.listen import (
     ListenError,
     ModelServer,
     build_server,
     tcp_socket,
     unix_socket,
 )
-from codegeex2_lsp.worker import Engine, LoadListener
+from codegeex2_lsp.backends.worker import Engine, LoadListener
+from codegeex2_lsp.settings.fields import Settings
 
 READY_TIMEOUT = 60.0
 PROMPT = "# language: Python\ndef fibonacci(n):\n"

@@ -20,8 +20,8 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
+from codegeex2_lsp.backends.shared.launcher import pid_alive, running_servers, server_status
 from codegeex2_lsp.postprocess import make_context, postprocess
-from codegeex2_lsp.sharing import pid_alive, running_servers, server_status
 from codegeex2_lsp.testing import write_tiny_model
 from tests.lsp_support import (
     READY_TIMEOUT,

@@ -14,14 +14,14 @@ import pytest
 import torch
 from lsprotocol import types
 
-from codegeex2_lsp.completion import generate_raw, prepare
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.context import LineTokenCache
-from codegeex2_lsp.drafting import DRAFT_TOKENS, DraftTotals
-from codegeex2_lsp.engine.checkpoint import load_tokenizer
-from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import LocalModel
-from codegeex2_lsp.generation import Cancelled, Generation, SamplingParams
+from codegeex2_lsp.backends.drafting import DRAFT_TOKENS, DraftTotals
+from codegeex2_lsp.backends.generation import Cancelled, Generation, SamplingParams
+from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
+from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.completion.pipeline import generate_raw, prepare
+from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.settings.fields import Settings
 from codegeex2_lsp.testing import TINY_CORPUS, write_tiny_model
 from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
 

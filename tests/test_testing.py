@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegeex2_lsp.engine.checkpoint import load_tokenizer
-from codegeex2_lsp.engine.loader import load_model
+from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
+from codegeex2_lsp.backends.local.loader import load_model
 from codegeex2_lsp.testing import train_tokenizer, write_tiny_model
 
 CPU = torch.device("cpu")

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from codegeex2_lsp import text as text_module
-from codegeex2_lsp.documents import Document
-from codegeex2_lsp.text import LspText, PositionEncoding
+from codegeex2_lsp.lsp import text as text_module
+from codegeex2_lsp.lsp.documents import Document
+from codegeex2_lsp.lsp.text import LspText, PositionEncoding
 
 ENCODINGS: tuple[PositionEncoding, ...] = ("utf-16", "utf-8", "utf-32")
 

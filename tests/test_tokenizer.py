@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from codegeex2_lsp.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 
 # Byte-fallback pieces follow unk/bos/eos, so byte b is id 3 + b, as in the real tokenizer.
 NEWLINE_ID = 13

@@ -9,15 +9,15 @@ import sys
 HEAVY = ("torch", "transformers")
 
 LSP_SIDE = (
-    "codegeex2_lsp.server",
-    "codegeex2_lsp.completion",
+    "codegeex2_lsp.lsp.server",
+    "codegeex2_lsp.completion.pipeline",
     "codegeex2_lsp.cli",
-    "codegeex2_lsp.worker",
-    "codegeex2_lsp.backends",
-    "codegeex2_lsp.generation",
-    "codegeex2_lsp.tokenizer",
-    "codegeex2_lsp.sharing",
-    "codegeex2_lsp.shared_backend",
+    "codegeex2_lsp.backends.worker",
+    "codegeex2_lsp.backends.loading",
+    "codegeex2_lsp.backends.generation",
+    "codegeex2_lsp.backends.tokenizer",
+    "codegeex2_lsp.backends.shared.launcher",
+    "codegeex2_lsp.backends.shared.client",
 )
 
 
@@ -38,7 +38,7 @@ def test_the_lsp_side_imports_no_torch() -> None:
 
 def test_a_server_with_its_engine_running_imports_no_torch() -> None:
     code = (
-        "from codegeex2_lsp.server import create_server\n"
+        "from codegeex2_lsp.lsp.server import create_server\n"
         "server = create_server()\n"
         "assert server.engine.state == 'idle'\n"
         "server.engine.close()"
@@ -47,14 +47,14 @@ def test_a_server_with_its_engine_running_imports_no_torch() -> None:
 
 
 def test_the_probe_sees_torch_when_it_is_imported() -> None:
-    assert imported_after("import codegeex2_lsp.engine.local") == list(HEAVY)
+    assert imported_after("import codegeex2_lsp.backends.local.inference") == list(HEAVY)
 
 
 def test_loading_another_backend_imports_no_torch() -> None:
     code = (
         "import threading\n"
-        "from codegeex2_lsp.config import Settings\n"
-        "from codegeex2_lsp.worker import Engine, LoadListener\n"
+        "from codegeex2_lsp.settings.fields import Settings\n"
+        "from codegeex2_lsp.backends.worker import Engine, LoadListener\n"
         "done = threading.Event()\n"
         "engine = Engine()\n"
         "engine.load(Settings(backend='openai').load_spec(),"

@@ -12,11 +12,11 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
 
-from codegeex2_lsp.config import LoadSpec
-from codegeex2_lsp.context import LineTokenCache, build_prompt
-from codegeex2_lsp.generation import Cancelled, CompletionModel, SamplingParams
+from codegeex2_lsp.backends.generation import Cancelled, CompletionModel, SamplingParams
+from codegeex2_lsp.backends.worker import Engine, LoadListener
+from codegeex2_lsp.completion.prompt import LineTokenCache, build_prompt
+from codegeex2_lsp.settings.fields import LoadSpec
 from codegeex2_lsp.testing import write_tiny_model
-from codegeex2_lsp.worker import Engine, LoadListener
 from tests.lsp_support import (
     ask_inline,
     inline,

@@ -17,15 +17,15 @@ import torch
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from codegeex2_lsp.config import Settings
-from codegeex2_lsp.engine.checkpoint import load_tokenizer
-from codegeex2_lsp.engine.loader import load_model
-from codegeex2_lsp.engine.local import LocalModel
-from codegeex2_lsp.generation import Cancelled, SamplingParams
-from codegeex2_lsp.remote.connect import connect
-from codegeex2_lsp.remote.doctor import diagnose_remote
-from codegeex2_lsp.remote.model import RemoteModel
-from codegeex2_lsp.remote.wire import Endpoint, RemoteError
+from codegeex2_lsp.backends.generation import Cancelled, SamplingParams
+from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
+from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.remote.checkup import diagnose_remote
+from codegeex2_lsp.backends.remote.connect import connect
+from codegeex2_lsp.backends.remote.http import Endpoint, RemoteError
+from codegeex2_lsp.backends.remote.streaming import RemoteModel
+from codegeex2_lsp.settings.fields import Settings
 from tests.lsp_support import inline, open_document, running_server, wait_for_state
 from tests.vllm_support import SERVED_NAME, VllmServer, vllm_python, write_vllm_checkpoint
 

@@ -44,6 +44,6 @@ is a pure function on strings; nothing reads files or touches the model.
 """
 
 from codegeex2_lsp.postprocess.api import is_settled, postprocess
-from codegeex2_lsp.postprocess.context import PostContext, make_context, offers_nothing
+from codegeex2_lsp.postprocess.surroundings import PostContext, make_context, offers_nothing
 
 __all__ = ["PostContext", "is_settled", "make_context", "offers_nothing", "postprocess"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from codegeex2_lsp.postprocess.context import PostContext
 from codegeex2_lsp.postprocess.repetition import squash
 from codegeex2_lsp.postprocess.scope import truncate
+from codegeex2_lsp.postprocess.surroundings import PostContext
 from codegeex2_lsp.postprocess.whitespace import reindent
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from codegeex2_lsp.postprocess.context import PostContext, offers_nothing
 from codegeex2_lsp.postprocess.lexer import CLOSE_TO_OPEN, OPEN_TO_CLOSE, lex, outer_close
 from codegeex2_lsp.postprocess.repetition import (
     ends_in_loop,
@@ -20,6 +19,7 @@ from codegeex2_lsp.postprocess.repetition import (
     similar,
     squash,
 )
+from codegeex2_lsp.postprocess.surroundings import PostContext, offers_nothing
 from codegeex2_lsp.postprocess.syntax import Syntax
 from codegeex2_lsp.postprocess.whitespace import indent_width, leading, normalise
 

@@ -2,7 +2,7 @@
 
 Languages come in families (indentation, braces, `end` keywords, SQL); each has its
 comment and string syntax, block keywords and what starts a definition. The table is keyed
-by the canonical ids of `codegeex2_lsp.languages`; unknown ids get generic
+by the canonical ids of `codegeex2_lsp.completion.languages`; unknown ids get generic
 bracket-and-indentation rules.
 """
 

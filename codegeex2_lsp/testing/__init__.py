@@ -10,7 +10,7 @@ The random weights are given a little structure so greedy decoding is useful for
 prompt depends mostly on its last pieces, so prompts that end alike continue alike.
 """
 
-from codegeex2_lsp.testing.tokenizer import TINY_CORPUS, train_tokenizer
+from codegeex2_lsp.testing.vocab import TINY_CORPUS, train_tokenizer
 from codegeex2_lsp.testing.writer import codegeex2_6b_shape, tiny_config, write_tiny_model
 
 __all__ = [

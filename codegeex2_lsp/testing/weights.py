@@ -10,7 +10,7 @@ from typing import Any
 import sentencepiece as spm
 import torch
 
-from codegeex2_lsp.engine.checkpoint import EOS_ID
+from codegeex2_lsp.backends.local.checkpoint import EOS_ID
 
 _NEWLINE_ID = 13  # the byte-fallback piece <0x0A>
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from codegeex2_lsp.config import SECTION, SETTINGS, SettingSpec
+from codegeex2_lsp.settings.fields import SECTION, SETTINGS, SettingSpec
 
 PACKAGE_JSON = Path(__file__).resolve().parents[2] / "editors" / "vscode" / "package.json"
 

@@ -1,0 +1,134 @@
+"""What every backend's model speaks: sampling parameters in, a generation out.
+
+It imports no backend, so the LSP side (server, completion, CLI) can name these types while a
+remote backend runs without torch. A backend's model implements :class:`CompletionModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token; temperature 0 means greedy.
+
+    ``speculative`` lets greedy decoding check tokens drafted from the prompt, the generated
+    text and ``following_ids`` (the text after the cursor) several at a time; the output is
+    the same, only sooner when drafts hit. Backends without it decode one token at a time.
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 0.95
+    top_k: int = 0
+    seed: int = 0
+    speculative: bool = False
+    following_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class Generation:
+    """What one generation produced and what it cost, for logs, tests and benchmarks.
+
+    ``decode_mode`` names the backend's decode path (the local one's ``dynamic``, ``static``
+    or ``compiled``), for benchmarks that compare them.
+    """
+
+    text: str = ""
+    ids: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    prefilled_tokens: int = 0
+    generated_tokens: int = 0
+    finish_reason: str = "length"
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    decode_mode: str = "dynamic"
+
+
+@dataclass
+class Totals:
+    """Work done by the model since it was loaded, including cancelled work.
+
+    ``reused`` counts prompt tokens whose KV came from a prefix cache instead of a prefill;
+    ``generations`` counts calls of :meth:`CompletionModel.generate`, so callers can prove that
+    an answer cost no model work; ``seconds`` is the time spent in them, so a benchmark can tell
+    model time from the server's own.
+    """
+
+    prefilled: int = 0
+    generated: int = 0
+    reused: int = 0
+    generations: int = 0
+    seconds: float = 0.0
+
+
+class Cancelled(Exception):
+    """The request was cancelled or superseded while it ran; its partial work is not answered."""
+
+
+StopCheck = Callable[[str], bool]
+"""Called with the text generated so far after each token; True ends generation."""
+
+
+class CompletionModel(Protocol):
+    """A loaded model of any backend, used by one thread at a time (the engine's)."""
+
+    tokenizer: ChatGLM2Tokenizer
+    totals: Totals
+    context_tokens: int | None
+    """The most tokens (prompt and generated) the backend takes, when it has a limit of its own
+    (a server's context length); None when only the settings limit the context."""
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        *,
+        cancelled: Callable[[], bool],
+        should_stop: StopCheck | None,
+        cache_key: str,
+        cache_bytes: int,
+    ) -> Generation:
+        """Continue ``prompt_ids`` (which include ``[gMASK] sop``) by up to ``max_new_tokens``.
+
+        Checks ``cancelled()`` and ``should_stop`` at every token and raises :class:`Cancelled`
+        once cancelled. ``cache_key`` (a document) and ``cache_bytes`` say under which key and
+        within how much memory the backend may keep the prompt's state for the next request.
+        """
+        ...
+
+    def forget(self, key: str | None = None) -> None:
+        """Drop what is kept for one document, or for all of them."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The backend's own part of the status command, as JSON-ready values."""
+        ...
+
+
+@runtime_checkable
+class ChoosesDecode(Protocol):
+    """A model with a choice of decode path, set by the ``compile`` setting.
+
+    Only some backends have one (the local one can compile its decode step); the engine
+    applies the setting to those and skips the others.
+    """
+
+    def choose_decode(
+        self, setting: str, context_tokens: int, progress: Callable[[str], None]
+    ) -> None:
+        """Use ``setting``'s decode path for ``context_tokens``; ``progress`` hears slow steps."""
+        ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """A model holding connections or threads to release when it is replaced."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,318 @@
+"""The HTTP routes: vLLM's completions subset, plus health, status and the clients' attachment.
+
+A completion becomes one unit of work on the model thread, keyed by its document (the client
+and the URI), so a newer request for the same document supersedes the older one whichever
+connection it came on. Tokens cross from the model thread to the event loop one by one and go
+out as server-sent events; when the client goes away, the work is stopped at its next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from codegeex2_lsp.backends.generation import Cancelled, CompletionModel, Generation, SamplingParams
+from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.shared.schema import (
+    Answer,
+    BadRequest,
+    CompletionCall,
+    error_body,
+    parse_completion,
+    random_seed,
+)
+from codegeex2_lsp.backends.shared.service import ModelService
+from codegeex2_lsp.backends.worker import Ticket
+
+log = logging.getLogger(__name__)
+
+_END = None
+"""What the model thread sends when a unit of work ends, however it ended."""
+
+
+def _error(message: str, status: int, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, status, param), status_code=status)
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+class Job:
+    """One completion: its work on the model thread and its events on the event loop."""
+
+    def __init__(
+        self, call: CompletionCall, prompt_ids: list[int], cache_bytes: int, answer: Answer
+    ) -> None:
+        self.call = call
+        self.prompt_ids = prompt_ids
+        self.cache_bytes = cache_bytes
+        self.answer = answer
+        self.key = f"{call.client}\0{call.document}"
+        self.seed = call.seed if call.seed is not None else random_seed()
+        self.events: asyncio.Queue[tuple[int, str, list[int], str | None] | None] = asyncio.Queue()
+        self.generated = 0
+        self.cached = 0
+        self._loop = asyncio.get_running_loop()
+
+    def _emit(self, event: tuple[int, str, list[int], str | None] | None) -> None:
+        self._loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def run(self, model: CompletionModel, cancelled: Callable[[], bool]) -> None:
+        """On the model thread: generate each of the ``n`` choices, sending every token."""
+        assert isinstance(model, LocalModel)
+        try:
+            for index in range(self.call.n):
+                self._choice(model, cancelled, index)
+        finally:
+            self._emit(_END)
+
+    def _choice(self, model: LocalModel, cancelled: Callable[[], bool], index: int) -> None:
+        sent_ids, sent_text = 0, ""
+
+        def observe(generation: Generation) -> None:
+            nonlocal sent_ids, sent_text
+            text = generation.text
+            # A character still missing bytes decodes as U+FFFD until its last byte comes.
+            delta = "" if text.endswith("\ufffd") or not text.startswith(sent_text) else text
+            delta = delta[len(sent_text) :]
+            self._emit((index, delta, generation.ids[sent_ids:], None))
+            sent_ids, sent_text = len(generation.ids), sent_text + delta
+
+        params = SamplingParams(
+            max_new_tokens=self.call.max_tokens,
+            temperature=self.call.temperature,
+            top_p=self.call.top_p,
+            top_k=self.call.top_k,
+            seed=(self.seed + index) % 2**63,
+        )
+        generation = model.generate(
+            self.prompt_ids,
+            params,
+            cancelled=cancelled,
+            cache_key=self.key,
+            cache_bytes=self.cache_bytes,
+            observe=observe,
+        )
+        if index == 0:
+            self.cached = generation.reused_tokens
+        rest = generation.text[len(sent_text) :] if generation.text.startswith(sent_text) else ""
+        reason = "stop" if generation.finish_reason == "eos" else "length"
+        self._emit((index, rest, generation.ids[sent_ids:], reason))
+
+    async def stream(self, ticket: Ticket[None], service: ModelService) -> AsyncIterator[bytes]:
+        """The server-sent events of the answer; leaving early stops the work."""
+        outcome = "disconnected"
+        first = set()
+        try:
+            while (event := await self.events.get()) is not _END:
+                index, text, ids, reason = event
+                self.generated += len(ids)
+                choice = self.answer.choice(index, text, ids, reason, index not in first)
+                first.add(index)
+                yield _sse(self.answer.chunk(choice))
+            outcome, error = await _outcome(ticket)
+            if outcome == "superseded":
+                yield _sse(self.answer.chunk(self.answer.choice(0, "", [], "abort", False)))
+            elif error is not None:
+                yield _sse(error_body(error, 500))
+            if self.call.include_usage:
+                yield _sse(self.answer.usage_chunk(self.generated, self.cached))
+            yield _sse("[DONE]")
+        finally:
+            ticket.cancel()
+            service.end_request(outcome)
+
+    async def collect(self, ticket: Ticket[None], request: Request) -> tuple[str, Response]:
+        """The whole answer at once, unless the client leaves first: then the work stops."""
+        texts: dict[int, list[str]] = {}
+        ids: dict[int, list[int]] = {}
+        reasons: dict[int, str | None] = {}
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            while True:
+                getting = asyncio.ensure_future(self.events.get())
+                await asyncio.wait({getting, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    ticket.cancel()
+                    return "disconnected", Response(status_code=499)
+                event = getting.result()
+                if event is _END:
+                    break
+                index, text, new_ids, reason = event
+                texts.setdefault(index, []).append(text)
+                ids.setdefault(index, []).extend(new_ids)
+                reasons[index] = reason
+        finally:
+            gone.cancel()
+        outcome, error = await _outcome(ticket)
+        if error is not None:
+            return outcome, _error(error, 500)
+        choices = [
+            self.answer.choice(
+                i,
+                "".join(texts[i]),
+                ids[i],
+                "abort" if outcome != "completed" else reasons[i],
+                True,
+            )
+            for i in sorted(texts)
+        ]
+        return outcome, JSONResponse(
+            self.answer.body(choices, sum(map(len, ids.values())), self.cached)
+        )
+
+
+async def _outcome(ticket: Ticket[None]) -> tuple[str, str | None]:
+    """How the work ended: ``completed``, ``superseded`` or ``failed`` with its error."""
+    try:
+        await asyncio.wrap_future(ticket.future)
+    except Cancelled:
+        return "superseded", None
+    except Exception as error:
+        return "failed", f"generation failed: {error}"
+    return "completed", None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def create_app(service: ModelService, api_key: str | None, on_close: asyncio.Event) -> Starlette:
+    """The ASGI application serving ``service``; ``api_key`` guards all routes but /health."""
+
+    def authorized(request: Request) -> bool:
+        if api_key is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode())
+
+    def ready_model() -> LocalModel | None:
+        return service.local_model() if service.state == "ready" else None
+
+    async def health(request: Request) -> Response:
+        return Response(status_code=200 if ready_model() is not None else 503)
+
+    async def status(request: Request) -> Response:
+        if not authorized(request):
+            return _error("invalid API key", 401)
+        return JSONResponse(service.status())
+
+    async def models(request: Request) -> Response:
+        if not authorized(request):
+            return _error("invalid API key", 401)
+        model = ready_model()
+        if model is None:
+            return _error(f"the model is {service.state}: {service.progress}", 503)
+        card = {
+            "id": service.served_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "codegeex2-lsp",
+            "root": service.served_name,
+            "parent": None,
+            "max_model_len": model.model.config.max_position_embeddings,
+        }
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def completions(request: Request) -> Response:
+        if not authorized(request):
+            return _error("invalid API key", 401)
+        model = ready_model()
+        if model is None:
+            return _error(f"the model is {service.state}: {service.progress}", 503)
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error("the request body is not JSON", 400)
+        try:
+            call = parse_completion(body)
+            prompt_ids = _check(call, body, model, service.served_name)
+        except BadRequest as bad:
+            status = 404 if bad.param == "model" else 400
+            return _error(str(bad), status, bad.param)
+        answer = Answer.start(service.served_name, prompt_ids, call.return_token_ids)
+        job = Job(call, prompt_ids, service.settings.prefix_cache_mb * 2**20, answer)
+        service.begin_request()
+        ticket = service.engine.submit(job.key, job.run, owner=call.client)
+        if call.stream:
+            return StreamingResponse(job.stream(ticket, service), media_type="text/event-stream")
+        outcome = "disconnected"
+        try:
+            outcome, response = await job.collect(ticket, request)
+        finally:
+            ticket.cancel()
+            service.end_request(outcome)
+        return response
+
+    async def attach(request: Request) -> Response:
+        if not authorized(request):
+            return _error("invalid API key", 401)
+        client = request.query_params.get("client", "")
+
+        async def attached() -> AsyncIterator[bytes]:
+            service.attach(client)
+            try:
+                # The first line tells the client it counts; then nothing until either leaves.
+                yield b": attached\n\n"
+                await on_close.wait()
+            finally:
+                service.detach(client)
+
+        return StreamingResponse(attached(), media_type="text/event-stream")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            on_close.set()
+            service.engine.close()
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/status", status),
+            Route("/attach", attach),
+            Route("/v1/models", models),
+            Route("/v1/completions", completions, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _check(call: CompletionCall, body: Any, model: LocalModel, served: str) -> list[int]:
+    """The prompt's ids, once the call is known to fit this model."""
+    name = body.get("model")
+    if name not in (None, "", served):
+        raise BadRequest(f"The model `{name}` does not exist.", "model")
+    tokenizer = model.tokenizer
+    vocab = model.model.config.vocab_size
+    ids = tokenizer.prompt_ids(call.prompt) if isinstance(call.prompt, str) else call.prompt
+    if max(ids) >= vocab:
+        raise BadRequest(f"token ids must be below {vocab}", "prompt")
+    limit = model.model.config.max_position_embeddings
+    if len(ids) + call.max_tokens > limit:
+        raise BadRequest(
+            f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "
+            f"and max_tokens asks for {call.max_tokens}",
+            "max_tokens",
+        )
+    if not call.stop_token_ids <= {tokenizer.eos_id}:
+        raise BadRequest("only the end-of-text id may stop a generation", "stop_token_ids")
+    if not call.suppressed <= set(tokenizer.suppressed_ids(vocab)):
+        raise BadRequest("logit_bias may keep out only special and padding ids", "logit_bias")
+    return ids

@@ -1,0 +1,236 @@
+"""The path from a document and a cursor to suggestions, shared by the server and the CLI.
+
+It knows neither LSP nor torch: it builds an immutable request from a snapshot of the
+document (on the caller's thread), with the post-processing context built once for it, and
+describes the model work to run on the engine's thread, which post-processes each candidate
+once and answers finished, distinct suggestions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from codegeex2_lsp.backends.generation import CompletionModel, Generation, SamplingParams
+from codegeex2_lsp.completion.languages import canonical_language_id, tag_line
+from codegeex2_lsp.completion.prompt import LineTokenCache, Prompt, prompt_at
+from codegeex2_lsp.lsp.text import LspText, PositionEncoding
+from codegeex2_lsp.postprocess import (
+    PostContext,
+    is_settled,
+    make_context,
+    offers_nothing,
+    postprocess,
+)
+from codegeex2_lsp.settings.fields import Settings
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_TEMPERATURE = 0.8
+"""Extra candidates are sampled this hot at least, so they differ from the greedy first one."""
+
+_GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+FOLLOWING_CHARS = 2048
+"""Text after the cursor tokenized as a source of drafts for speculative decoding: what the
+user is rewriting lies close to the cursor."""
+
+PREFIX_CHARS = 8192
+"""The request keeps at least this much of the text before the cursor (at most twice as much)
+for post-processing and typed-ahead, which look at a few thousand characters at most."""
+
+LINE_CHARS = 1024
+"""On a line longer than this, the request keeps only its end before the cursor (this much at
+least, at most twice): post-processing reads the cursor's line character by character, and a
+megabyte-long line would cost it milliseconds per keystroke for nothing it uses."""
+
+SUFFIX_CHARS = 4096
+"""The request keeps this much of the text after the cursor."""
+
+_SETTLING_CHARACTERS = frozenset("\n)]}")
+"""Only a new token holding one of these can make a suggestion settled, so only then we ask."""
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """Everything one completion needs, snapshotted from the document."""
+
+    prefix: str
+    suffix: str
+    language_id: str | None
+    prompt: Prompt
+    multiline: str
+    candidates: int
+    sampling: SamplingParams
+    post: PostContext
+    cache_key: str = ""
+    cache_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One finished text to insert, and the generation it came from (for logs and benchmarks)."""
+
+    text: str
+    generation: Generation
+
+
+def prepare(
+    text: str | LspText,
+    line: int,
+    character: int,
+    *,
+    settings: Settings,
+    cache: LineTokenCache,
+    language_id: str | None,
+    uri: str | None = None,
+    encoding: PositionEncoding = "utf-16",
+    invoked: bool = False,
+) -> CompletionRequest | None:
+    """Cut the document at the cursor and build the prompt within the token budget.
+
+    None where nothing is offered (the cursor in the indentation before code), decided here
+    before any tokenizing or model work. ``invoked`` is true for an explicit request (a key
+    the user pressed), which gets several candidates; automatic requests get one. Only
+    windows around the cursor are read, so the cost does not grow with the document. The
+    prefix kept starts on a grid of ``PREFIX_CHARS`` (``LINE_CHARS`` in a long line), so it
+    grows as the user types along a suggestion (as typed-ahead needs) rather than sliding.
+    """
+    document = text if isinstance(text, LspText) else LspText(text)
+    offset = document.offset(line, character, encoding)
+    prefix_start = max(0, (offset - PREFIX_CHARS) // PREFIX_CHARS * PREFIX_CHARS)
+    line_start = document.line_start(document.line_of(offset))
+    if offset - line_start > LINE_CHARS:
+        within = (offset - line_start - LINE_CHARS) // LINE_CHARS * LINE_CHARS
+        prefix_start = max(prefix_start, line_start + within)
+    prefix = document.slice(prefix_start, offset)
+    suffix = document.slice(offset, offset + SUFFIX_CHARS)
+    canonical = canonical_language_id(language_id, uri)
+    post = make_context(prefix, suffix, canonical or "plaintext", settings.multiline)
+    if offers_nothing(post):
+        return None
+    prompt = prompt_at(
+        document, offset, tag_line=tag_line(canonical), cache=cache, budget=settings.prompt_budget()
+    )
+    sampling = SamplingParams(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        speculative=settings.speculative,
+    )
+    return CompletionRequest(
+        prefix=prefix,
+        suffix=suffix,
+        language_id=canonical,
+        prompt=prompt,
+        multiline=settings.multiline,
+        candidates=settings.candidates if invoked else 1,
+        sampling=sampling,
+        post=post,
+        cache_key=uri or "",
+        cache_bytes=settings.prefix_cache_mb * 2**20,
+    )
+
+
+def generate(
+    request: CompletionRequest, model: CompletionModel, cancelled: Callable[[], bool]
+) -> list[Suggestion]:
+    """Run the model for ``request``: up to ``candidates`` finished, distinct suggestions.
+
+    Runs on the engine's thread. The first candidate uses the configured sampling (greedy by
+    default); further ones are sampled hotter. Every candidate after the first reuses the
+    prompt's KV cache (kept under the document's ``cache_key``, within ``cache_bytes``), so
+    extra candidates cost decode time only.
+    """
+    ids = _prompt_ids(request, model)
+    first = _first_sampling(request, model)
+    suggestions: list[Suggestion] = []
+    seen: set[str] = set()
+    attempts = request.candidates * 2 if request.candidates > 1 else 1
+    for attempt in range(attempts):
+        sampling = first
+        if attempt > 0:
+            temperature = max(sampling.temperature, CANDIDATE_TEMPERATURE)
+            sampling = dataclasses.replace(sampling, temperature=temperature, seed=attempt)
+        generation = model.generate(
+            ids,
+            sampling,
+            cancelled=cancelled,
+            should_stop=_stop_rule(request.post),
+            cache_key=request.cache_key,
+            cache_bytes=request.cache_bytes,
+        )
+        text = finish(request, generation.text)
+        if text and text not in seen:
+            seen.add(text)
+            suggestions.append(Suggestion(text, generation))
+        if len(suggestions) >= request.candidates:
+            break
+    return suggestions
+
+
+def generate_raw(
+    request: CompletionRequest, model: CompletionModel, cancelled: Callable[[], bool]
+) -> Generation:
+    """The first candidate without the early stop or post-processing: what the model wrote."""
+    return model.generate(
+        _prompt_ids(request, model),
+        _first_sampling(request, model),
+        cancelled=cancelled,
+        should_stop=None,
+        cache_key=request.cache_key,
+        cache_bytes=request.cache_bytes,
+    )
+
+
+def _prompt_ids(request: CompletionRequest, model: CompletionModel) -> list[int]:
+    return [*model.tokenizer.prefix_ids, *request.prompt.ids]
+
+
+def _first_sampling(request: CompletionRequest, model: CompletionModel) -> SamplingParams:
+    first = request.sampling
+    if first.speculative and first.temperature == 0:
+        following = model.tokenizer.encode(request.suffix[:FOLLOWING_CHARS])
+        first = dataclasses.replace(first, following_ids=tuple(following))
+    return first
+
+
+def finish(request: CompletionRequest, raw_text: str) -> str:
+    """The text to insert for one generation.
+
+    Sampling can pick byte pieces that form no valid UTF-8, or control characters; the text
+    is cut before the first such character, which no editor should receive.
+    """
+    garbage = _GARBAGE.search(raw_text)
+    if garbage is not None:
+        raw_text = raw_text[: garbage.start()]
+    return postprocess(raw_text, request.post)
+
+
+def _stop_rule(ctx: PostContext) -> Callable[[str], bool]:
+    seen = 0
+
+    def should_stop(text: str) -> bool:
+        nonlocal seen
+        new_from, seen = seen, len(text)
+        if _SETTLING_CHARACTERS.isdisjoint(text[new_from:]) and not _line_began(text, new_from):
+            return False
+        return is_settled(text, ctx)
+
+    return should_stop
+
+
+def _line_began(text: str, new_from: int) -> bool:
+    """Whether the first visible character of the last line is among the new characters.
+
+    A line's first character can settle a suggestion (a dedent out of the block), and the
+    rest of that line would only be decoded to be thrown away.
+    """
+    line_start = text.rfind("\n") + 1
+    line = text[line_start:]
+    visible = len(line) - len(line.lstrip(" \t"))
+    return visible < len(line) and line_start + visible >= new_from

@@ -1,0 +1,419 @@
+"""The language server: LSP in, suggestions out. It knows LSP and nothing of any backend.
+
+Handlers are thin: they snapshot the document, build an immutable request on the event
+loop, and hand it to the scheduler (``scheduler.py``), which decides what reaches the model
+on the engine's thread. A request the client cancelled is answered with RequestCancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from functools import partial
+from typing import Any, ClassVar
+
+from lsprotocol import types
+
+from codegeex2_lsp import __version__
+from codegeex2_lsp.backends.worker import Engine, LoadListener
+from codegeex2_lsp.completion.pipeline import CompletionRequest, prepare
+from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.completion.scheduler import Scheduler
+from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.lsp.protocol import SafeLanguageServer
+from codegeex2_lsp.settings.fields import SECTION, LoadSpec, Settings
+from codegeex2_lsp.settings.sources import Update, apply_updates, section_from_configuration
+
+log = logging.getLogger(__name__)
+
+STATUS_COMMAND = "codegeex2.status"
+"""``workspace/executeCommand`` that reports the model's state and the work done so far."""
+
+
+class CodeGeeX2Server(SafeLanguageServer):
+    """The server object: settings, the engine, and per-document request state."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(
+            "codegeex2-lsp",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        )
+        self.settings = settings or Settings()
+        self.engine = Engine()
+        self.scheduler = Scheduler(self.engine)
+        self._line_cache: tuple[object, LineTokenCache] | None = None
+        self._progress_token: str | None = None
+        self._deferred_messages: list[tuple[types.MessageType, str, str | None]] = []
+        self._outage: str | None = None
+        self._outages = 0
+        self.initialized = False
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.client_log = ClientLogHandler(self)
+        logging.getLogger("codegeex2_lsp").addHandler(self.client_log)
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def apply_settings(self, raw: Any, source: str) -> None:
+        """Apply one source of settings; report problems; reload the model if needed."""
+        update: Update = apply_updates(self.settings, raw)
+        for warning in update.warnings:
+            log.warning("%s: %s", source, warning)
+        for error in update.errors:
+            log.error("%s: %s", source, error)
+            message = f"CodeGeeX2 setting ignored: {error}"
+            self.notify_user(types.MessageType.Error, message, problem=error.partition(":")[0])
+        reload = update.settings.load_spec() != self.settings.load_spec()
+        if update.settings != self.settings:
+            self.scheduler.forget_shown()
+        self.settings = update.settings
+        self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
+        if reload and self.initialized:
+            self.start_loading()
+
+    def notify_user(
+        self, kind: types.MessageType, message: str, problem: str | None = None
+    ) -> None:
+        """``window/showMessage`` once per problem, held back until the client is initialized."""
+        if not self.initialized:
+            self._deferred_messages.append((kind, message, problem))
+            return
+        self.show_once(kind, message, problem)
+
+    def on_initialized(self) -> None:
+        self.initialized = True
+        self.client_log.start(asyncio.get_running_loop())
+        for kind, message, problem in self._deferred_messages:
+            self.show_once(kind, message, problem)
+        self._deferred_messages.clear()
+        self.start_loading()
+
+    # -- model loading ------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        """Load the configured model in the background, reporting ``$/progress`` when possible."""
+        spec = self.settings.load_spec()
+        self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
+        # Another model or server: whatever failed before is not this one's problem.
+        self._outage = None
+        self.spawn(self._load(spec))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task whose failure is logged, never lost."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _load(self, spec: LoadSpec) -> None:
+        loop = asyncio.get_running_loop()
+        token = await self._begin_progress(f"Loading {spec.model}")
+
+        def later(callback: Callable[..., None], *args: Any) -> Callable[..., None]:
+            def call(*values: Any) -> None:
+                loop.call_soon_threadsafe(partial(callback, *args), *values)
+
+            return call
+
+        listener = LoadListener(
+            on_progress=later(self._report_progress, token),
+            on_ready=later(self._on_ready, token),
+            on_failed=later(self._on_failed, token, spec),
+        )
+        log.info("loading %s (device %s, dtype %s)", spec.model, spec.device, spec.dtype)
+        self.engine.load(spec, listener)
+
+    async def _begin_progress(self, title: str) -> str | None:
+        window = self.client_capabilities.window
+        if not (window and window.work_done_progress):
+            return None
+        token = f"codegeex2-load-{uuid.uuid4()}"
+        try:
+            await self.work_done_progress.create_async(token)
+        except Exception:
+            log.warning("the client refused a progress token; loading without progress")
+            return None
+        self._end_progress("Superseded by a newer model setting")
+        self.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title="CodeGeeX2", message=title)
+        )
+        self._progress_token = token
+        return token
+
+    def _report_progress(self, token: str | None, message: str) -> None:
+        log.info("%s", message)
+        if token is not None and token == self._progress_token:
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
+
+    def _end_progress(self, message: str) -> None:
+        token, self._progress_token = self._progress_token, None
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+    def _on_ready(self, token: str | None, description: str) -> None:
+        if token == self._progress_token:
+            self._end_progress(f"Ready: {description}")
+        self.outage_over()
+
+    def _on_failed(self, token: str | None, spec: LoadSpec, message: str, hint: str) -> None:
+        if token == self._progress_token:
+            self._end_progress("Failed")
+        self.report_outage(message, hint)
+
+    def report_outage(self, message: str, hint: str) -> None:
+        """Tell the user the model cannot be had: once, until it answers again.
+
+        A server that is down fails every retry and every keystroke the same way; the log
+        has each failure, the user one message.
+        """
+        if self._outage is None:
+            self._outage = message
+            self._outages += 1
+            text = f"CodeGeeX2: {message}. {hint}"
+            self.notify_user(types.MessageType.Error, text, problem=f"outage {self._outages}")
+        else:
+            log.info("still failing: %s", message)
+
+    def outage_over(self) -> None:
+        if self._outage is not None:
+            log.info("the model answers again (after: %s)", self._outage)
+            self._outage = None
+
+    def request_settings(self) -> Settings:
+        """The settings a request is built with: the context within the model's own limit."""
+        model = self.engine.model
+        return self.settings.within_context(model.context_tokens if model is not None else None)
+
+    def line_cache(self) -> LineTokenCache | None:
+        """Per-line token ids for the loaded tokenizer; rebuilt when the model changes."""
+        model = self.engine.model
+        if model is None:
+            return None
+        if self._line_cache is None or self._line_cache[0] is not model.tokenizer:
+            self._line_cache = (model.tokenizer, LineTokenCache(model.tokenizer.encode))
+        return self._line_cache[1]
+
+    # -- completion ---------------------------------------------------------------------------
+
+    async def suggestions(
+        self,
+        uri: str,
+        position: types.Position,
+        *,
+        invoked: bool,
+    ) -> list[str]:
+        """Distinct texts to insert at ``position``; empty when there is nothing to offer."""
+        document = self.documents.get(uri)
+        cache = self.line_cache()
+        if document is None or cache is None:
+            return []
+        settings = self.request_settings()
+
+        def request() -> CompletionRequest | None:
+            try:
+                return prepare(
+                    document.text,
+                    position.line,
+                    position.character,
+                    settings=settings,
+                    cache=cache,
+                    language_id=document.language_id,
+                    uri=uri,
+                    encoding=self.documents.encoding,
+                    invoked=invoked,
+                )
+            except ValueError as error:
+                log.info("no completion at %s:%s: %s", uri, position, error)
+                return None
+
+        answered = self.scheduler.served.model
+        try:
+            texts = await self.scheduler.suggest(
+                uri, request, invoked=invoked, debounce_ms=settings.debounce_ms
+            )
+        except LoadError as failure:
+            self.report_outage(failure.message, failure.hint)
+            return []
+        if self.scheduler.served.model > answered:
+            self.outage_over()
+        return texts
+
+    def word_before(self, uri: str, position: types.Position) -> tuple[str, int]:
+        """The identifier characters right before ``position``, and their length in client units."""
+        document = self.documents.get(uri)
+        if document is None:
+            return "", 0
+        encoding = self.documents.encoding
+        return document.word_before(document.offset(position, encoding), encoding)
+
+    def forget(self, uri: str) -> None:
+        """A closed document: stop its work and drop its state."""
+        self.scheduler.forget(uri)
+        if self.engine.model is not None:
+            self.engine.forget(uri)
+
+    def status(self) -> dict[str, Any]:
+        model = self.engine.model
+        return {
+            "state": self.engine.state,
+            "description": self.engine.description,
+            "settings": asdict(self.settings),
+            "requests": asdict(self.engine.counters),
+            "served": asdict(self.scheduler.served),
+            "documents": self.documents.status(),
+            "tokens": asdict(model.totals) if model is not None else None,
+            **(model.status() if model is not None else {}),
+        }
+
+
+def lsp_inline_items(texts: list[str], position: types.Position) -> types.InlineCompletionList:
+    here = types.Range(start=position, end=position)
+    return types.InlineCompletionList(
+        items=[types.InlineCompletionItem(insert_text=text, range=here) for text in texts]
+    )
+
+
+def lsp_completion_items(
+    texts: list[str], position: types.Position, word: str, word_units: int
+) -> types.CompletionList:
+    """Popup items that replace the word before the cursor with itself plus the suggestion.
+
+    Clients filter items by the word typed before the cursor; an item that starts with that
+    word survives the filter, where one inserted at the cursor would be dropped.
+    """
+    start = types.Position(line=position.line, character=position.character - word_units)
+    items = []
+    for rank, text in enumerate(texts):
+        lines = text.lstrip("\r\n").splitlines()
+        first_line = lines[0].strip() if lines else ""
+        items.append(
+            types.CompletionItem(
+                label=word + (first_line or text.strip()),
+                kind=types.CompletionItemKind.Text,
+                detail="CodeGeeX2",
+                documentation=types.MarkupContent(
+                    kind=types.MarkupKind.Markdown, value=f"```\n{word}{text}\n```"
+                ),
+                text_edit=types.TextEdit(
+                    range=types.Range(start=start, end=position), new_text=word + text
+                ),
+                insert_text_format=types.InsertTextFormat.PlainText,
+                # The suggestion is already indented for its place; clients must not re-indent.
+                insert_text_mode=types.InsertTextMode.AsIs,
+                filter_text=word + text,
+                sort_text=f"{rank:04d}",
+                preselect=rank == 0,
+            )
+        )
+    # Incomplete, so clients ask again as the user types instead of filtering a stale list.
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
+    """Build the server with its LSP features registered."""
+    server = CodeGeeX2Server(settings)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: CodeGeeX2Server, params: types.InitializeParams) -> None:
+        """Take ``initializationOptions`` as settings."""
+        options = params.initialization_options
+        if options is not None:
+            ls.apply_settings(
+                section_from_configuration(options) or options, "initializationOptions"
+            )
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: CodeGeeX2Server, params: types.InitializedParams) -> None:
+        """Start loading the model in the background."""
+        ls.on_initialized()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(
+        ls: CodeGeeX2Server, params: types.DidChangeConfigurationParams
+    ) -> None:
+        """Apply the ``codegeex2`` section; a new model, device or dtype reloads."""
+        section = section_from_configuration(params.settings)
+        if section is not None:
+            ls.apply_settings(section, f"{SECTION} configuration")
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: CodeGeeX2Server, params: types.DidCloseTextDocumentParams) -> None:
+        """Stop work for a document that is gone."""
+        ls.forget(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: CodeGeeX2Server, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList:
+        """Ghost text at the cursor."""
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        texts = await ls.suggestions(params.text_document.uri, params.position, invoked=invoked)
+        return lsp_inline_items(texts, params.position)
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+    async def completion(
+        ls: CodeGeeX2Server, params: types.CompletionParams
+    ) -> types.CompletionList:
+        """The same suggestions as popup items, for clients without inline completion."""
+        context = params.context
+        invoked = context is None or context.trigger_kind == types.CompletionTriggerKind.Invoked
+        uri = params.text_document.uri
+        texts = await ls.suggestions(uri, params.position, invoked=invoked)
+        word, units = ls.word_before(uri, params.position)
+        return lsp_completion_items(texts, params.position, word, units)
+
+    @server.command(STATUS_COMMAND)
+    def status(ls: CodeGeeX2Server, *args: Any) -> dict[str, Any]:
+        """The model's state and the work done so far."""
+        return ls.status()
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: CodeGeeX2Server, params: None) -> None:
+        """Stop the model thread."""
+        ls.engine.close()
+
+    return server
+
+
+class ClientLogHandler(logging.Handler):
+    """Forwards log records to the client as ``window/logMessage``, from any thread.
+
+    Records from before the client is initialized (bad initialization options, say) are
+    held and sent once it is.
+    """
+
+    LEVELS: ClassVar[dict[int, types.MessageType]] = {
+        logging.ERROR: types.MessageType.Error,
+        logging.WARNING: types.MessageType.Warning,
+        logging.INFO: types.MessageType.Info,
+    }
+
+    def __init__(self, server: CodeGeeX2Server) -> None:
+        super().__init__(logging.INFO)
+        self.server = server
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.held: list[types.LogMessageParams] = []
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The client is ready: send what was held, then forward as records come."""
+        self.loop = loop
+        for params in self.held:
+            self.server.window_log_message(params)
+        self.held.clear()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = next(
+            (v for k, v in self.LEVELS.items() if record.levelno >= k), types.MessageType.Log
+        )
+        params = types.LogMessageParams(type=kind, message=self.format(record))
+        if self.loop is None:
+            self.held.append(params)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.server.window_log_message, params)

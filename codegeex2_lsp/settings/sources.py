@@ -1,0 +1,124 @@
+"""Applying settings from each source: defaults, then command-line flags, then
+``initializationOptions``, then ``workspace/didChangeConfiguration`` (section ``codegeex2``).
+
+Every source goes through :func:`apply_updates`, so a value is checked the same way wherever it
+came from, and a bad value never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from codegeex2_lsp.settings.fields import (
+    MIN_PROMPT_TOKENS,
+    SECTION,
+    SETTINGS,
+    SETTINGS_BY_KEY,
+    Settings,
+    SettingSpec,
+)
+
+_FLAG_BOOLEANS = {"true": True, "on": True, "false": False, "off": False}
+
+
+@dataclass(frozen=True)
+class Update:
+    """The result of applying one source of settings: the new settings and what to tell the user."""
+
+    settings: Settings
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def apply_updates(settings: Settings, raw: Mapping[str, Any] | None) -> Update:
+    """Apply the camelCase keys of ``raw`` on top of ``settings``.
+
+    A value that fails its check is reported and the previous value stays; an unknown key is
+    reported as a warning and ignored, so a typo never stops the server.
+    """
+    if raw is None:
+        return Update(settings)
+    if not isinstance(raw, Mapping):
+        return Update(settings, errors=(f"settings must be an object, got {type(raw).__name__}",))
+    changes: dict[str, Any] = {}
+    errors: list[str] = []
+    warnings: list[str] = []
+    for key, value in raw.items():
+        spec = SETTINGS_BY_KEY.get(key)
+        if spec is None:
+            warnings.append(f"unknown setting {key!r} ignored")
+            continue
+        if value is None:
+            continue
+        try:
+            changes[spec.field] = spec.check(value)
+        except ValueError as allowed:
+            errors.append(f"{SECTION}.{key}: {value!r} is not valid; expected {allowed}")
+    candidate = dataclasses.replace(settings, **changes)
+    if candidate.prompt_budget() < MIN_PROMPT_TOKENS:
+        errors.append(
+            f"{SECTION}.maxNewTokens ({candidate.max_new_tokens}) leaves too little of "
+            f"{SECTION}.maxContextTokens ({candidate.max_context_tokens}) for the prompt; "
+            "keep maxNewTokens at most maxContextTokens - 18"
+        )
+        for field in ("max_context_tokens", "max_new_tokens"):
+            changes.pop(field, None)
+        candidate = dataclasses.replace(settings, **changes)
+    return Update(candidate, tuple(errors), tuple(warnings))
+
+
+def section_from_configuration(raw: Any) -> Mapping[str, Any] | None:
+    """Find our section in a ``didChangeConfiguration`` payload.
+
+    Clients differ: VS Code sends ``{"codegeex2": {...}}``, some send the section's own object,
+    others send settings for every server at once. Only a payload that names our section, or
+    that uses our keys, is taken.
+    """
+    if not isinstance(raw, Mapping):
+        return None
+    section = raw.get(SECTION)
+    if isinstance(section, Mapping):
+        return section
+    if any(key in SETTINGS_BY_KEY for key in raw):
+        return raw
+    return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A kebab-case flag for every setting; unset flags stay None so they override nothing."""
+    group = parser.add_argument_group("settings (the same as the LSP settings)")
+    for spec in SETTINGS:
+        metavar = spec.metavar or ("|".join(spec.choices) if spec.choices else spec.kind.upper())
+        group.add_argument(
+            spec.flag,
+            dest=spec.field,
+            metavar=metavar,
+            default=None,
+            type=_flag_type(spec),
+            help=f"{spec.description} (default: {spec.default})",
+        )
+
+
+def _flag_type(spec: SettingSpec) -> Callable[[str], Any]:
+    if spec.kind == "integer":
+        return int
+    if spec.kind == "number":
+        return float
+    if spec.kind == "boolean":
+        # An unknown word stays a string, which the check reports like any bad value.
+        return lambda text: _FLAG_BOOLEANS.get(text.lower(), text)
+    return str
+
+
+def from_arguments(namespace: argparse.Namespace, base: Settings | None = None) -> Update:
+    """Settings from parsed flags, checked like any other source."""
+    raw = {
+        spec.key: getattr(namespace, spec.field)
+        for spec in SETTINGS
+        if getattr(namespace, spec.field, None) is not None
+    }
+    return apply_updates(base or Settings(), raw)
