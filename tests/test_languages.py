@@ -6,13 +6,13 @@ from pathlib import Path, PureWindowsPath
 
 import pytest
 
+from codegeex2_lsp.completion import languages
 from codegeex2_lsp.completion.languages import (
     UPSTREAM_TAGS,
     canonical_language_id,
     language_id_for_path,
     tag_line,
 )
-from codegeex2_lsp.completion.pipeline import languages
 
 # The model's own tag list, kept beside the repository as an independent reference.
 MODEL_TAGS_FILE = Path(__file__).parents[2] / "shared" / "reference" / "language_tags.tsv"
