@@ -291,7 +291,7 @@ def model_server_command(argv: Sequence[str]) -> int:
         description=(
             "Load the model once and serve it over an OpenAI-compatible completions API: on the "
             "per-user Unix socket the shared backend uses (default), on another socket, or over "
-            "TCP. Serving beyond loopback needs CODEGEEX2_API_KEY, which clients send too."
+            "TCP. TCP needs CODEGEEX2_API_KEY, which clients send too, or --insecure-no-key."
         ),
     )
     _common(parser)

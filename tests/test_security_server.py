@@ -357,6 +357,27 @@ def test_over_tcp_a_prompt_prefix_serves_only_its_own_client(
         assert cached(http, secret, user="alice-5f3a", **document) == len(secret) - 1
 
 
+def test_the_openai_backend_on_the_team_server_needs_the_key_and_reuses_nothing(
+    tiny_model_dir: Path, tokenizer: ChatGLM2Tokenizer
+) -> None:
+    settings = Settings(model=str(tiny_model_dir), device="cpu")
+    with TcpServing(settings, Policy(one_user=False)) as http:
+        url = str(http.base_url).rstrip("/") + "/v1"
+        with pytest.raises(RemoteError) as refused:
+            connect(tokenizer, Endpoint(url))
+        assert refused.value.kind == "auth"
+        model, _ = connect(tokenizer, Endpoint(url, api_key=KEY))
+        try:
+            prompt = tokenizer.prompt_ids("def add(a, b):\n")
+            first = model.generate(prompt, SamplingParams(max_new_tokens=3))
+            second = model.generate(prompt, SamplingParams(max_new_tokens=3))
+        finally:
+            model.close()
+    # Its requests name no client: nothing of theirs is kept for anyone, so nothing is reused.
+    assert first.ids == second.ids
+    assert first.reused_tokens == second.reused_tokens == 0
+
+
 def test_tcp_without_a_key_is_refused_unless_opted_in(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
