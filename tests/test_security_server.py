@@ -296,7 +296,7 @@ def test_health_answers_while_a_prompt_is_tokenized(
         )
         try:
             assert tokenizing.wait(READY_TIMEOUT)
-            health = served.http.get("/health", timeout=10)
+            health = served.http.get("/health", timeout=30)
         finally:
             release.set()
         assert health.status_code == 200
