@@ -291,7 +291,7 @@ def model_server_command(argv: Sequence[str]) -> int:
         description=(
             "Load the model once and serve it over an OpenAI-compatible completions API: on the "
             "per-user Unix socket the shared backend uses (default), on another socket, or over "
-            "TCP. Serving beyond loopback needs CODEGEEX2_API_KEY, which clients send too."
+            "TCP. TCP needs CODEGEEX2_API_KEY, which clients send too, or --insecure-no-key."
         ),
     )
     _common(parser)
@@ -302,6 +302,17 @@ def model_server_command(argv: Sequence[str]) -> int:
         "--idle-minutes",
         type=float,
         help="exit after this many minutes without clients (default: never)",
+    )
+    parser.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=2.0,
+        help="refuse request bodies over this size with 413 (default: 2)",
+    )
+    parser.add_argument(
+        "--insecure-no-key",
+        action="store_true",
+        help="serve over TCP without CODEGEEX2_API_KEY: every user of this machine can use it",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -314,14 +325,29 @@ def model_server_command(argv: Sequence[str]) -> int:
         parser.error("--host needs --port")
     if args.idle_minutes is not None and args.idle_minutes < 0:
         parser.error("--idle-minutes must not be negative")
-    _setup_logging(args)
-
+    if not args.max_request_mb > 0:
+        parser.error("--max-request-mb must be positive")
     import os
 
+    api_key = os.environ.get("CODEGEEX2_API_KEY") or None
+    tcp = args.port is not None
+    if tcp and api_key is None and not args.insecure_no_key:
+        # Loopback is not private: every user of this machine can connect to a port.
+        print(
+            "codegeex2-lsp serve: a TCP port is open to every user of this machine: set "
+            "CODEGEEX2_API_KEY (clients send it too), or pass --insecure-no-key",
+            file=sys.stderr,
+        )
+        return 1
+    _setup_logging(args)
+
+    from codegeex2_lsp.backends.shared.app import Policy
     from codegeex2_lsp.backends.shared.launcher import socket_path
     from codegeex2_lsp.backends.shared.listen import ListenError, serve, tcp_socket, unix_socket
 
-    api_key = os.environ.get("CODEGEEX2_API_KEY") or None
+    if tcp and api_key is None:
+        log.warning("serving without an API key (--insecure-no-key): any local user may connect")
+    policy = Policy(max_body_bytes=int(args.max_request_mb * 2**20), one_user=not tcp)
     try:
         if args.port is not None:
             sock = tcp_socket(args.host or "127.0.0.1", args.port, api_key)
@@ -331,5 +357,5 @@ def model_server_command(argv: Sequence[str]) -> int:
         print(f"codegeex2-lsp serve: {error}", file=sys.stderr)
         return 1
     idle = None if args.idle_minutes is None else args.idle_minutes * 60
-    serve(settings, sock, idle, api_key)
+    serve(settings, sock, idle, api_key, policy)
     return 0

@@ -13,11 +13,15 @@ import json
 import os
 import socketserver
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+_ENDLESS = 6000
+"""How often an endless reply repeats before it gives up: far past any client's bound."""
 
 
 @dataclass
@@ -26,7 +30,9 @@ class Reply:
 
     ``events`` are sent as SSE ``data:`` lines, then ``[DONE]`` unless ``cut``. With ``hold``
     the server stops after ``hold_after`` events until ``hold`` is set, then checks whether
-    the client is still there.
+    the client is still there. ``raw`` is sent as it is, after the events: what no JSON
+    encoder makes. ``repeat`` sends the events again and again, and ``keepalive`` only
+    comment lines after them, until the client hangs up (or a bound far past any test's).
     """
 
     status: int = 200
@@ -35,6 +41,9 @@ class Reply:
     cut: bool = False
     hold: threading.Event | None = None
     hold_after: int = 0
+    raw: bytes = b""
+    repeat: bool = False
+    keepalive: bool = False
 
 
 def tokens(ids: list[int], finish: str | None = "length") -> list[dict[str, Any]]:
@@ -110,6 +119,15 @@ class ScriptedServer:
                         self._send(f"data: {json.dumps(event)}\n\n")
                     if reply.hold is not None and reply.hold_after >= len(reply.events):
                         self._hold(reply.hold)
+                    if reply.raw:
+                        self.wfile.write(reply.raw)
+                        self.wfile.flush()
+                    for _ in range(_ENDLESS if reply.repeat else 0):
+                        for event in reply.events:
+                            self._send(f"data: {json.dumps(event)}\n\n")
+                    for _ in range(_ENDLESS if reply.keepalive else 0):
+                        self._send(": ping\n\n")
+                        time.sleep(0.005)
                     if not reply.cut:
                         self._send("data: [DONE]\n\n")
                 except (BrokenPipeError, ConnectionResetError):

@@ -72,7 +72,9 @@ class VllmServer:
     """One ``vllm.entrypoints.openai.api_server`` process serving ``model_dir`` on loopback.
 
     ``start`` waits for ``/health``; ``kill`` ends it the hard way (a crash), ``stop`` the
-    polite way; ``start`` again brings it back on the same port.
+    polite way; ``start`` again brings it back on the same port. With ``dev_mode`` it has
+    vLLM's ``/pause`` and ``/resume``, which hold its scheduler so a test can act on a request
+    that cannot have finished, and it logs every request it adds and aborts.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class VllmServer:
         max_model_len: int = 2048,
         kv_cache_bytes: int = 64 * 2**20,
         extra: tuple[str, ...] = (),
+        dev_mode: bool = False,
     ) -> None:
         self.python = python
         self.model_dir = model_dir
@@ -93,6 +96,7 @@ class VllmServer:
         self.max_model_len = max_model_len
         self.kv_cache_bytes = kv_cache_bytes
         self.extra = extra
+        self.dev_mode = dev_mode
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "vllm.log"
@@ -131,6 +135,7 @@ class VllmServer:
             "--enable-prefix-caching",
             "--enable-prompt-tokens-details",
             "--enable-per-request-metrics",
+            *(("--enable-log-requests",) if self.dev_mode else ()),
             *self.extra,
         ]
         if self.api_key is not None:
@@ -151,6 +156,7 @@ class VllmServer:
             "DO_NOT_TRACK": "1",
             "HF_HUB_OFFLINE": "1",
             "NO_PROXY": "127.0.0.1,localhost",
+            **({"VLLM_SERVER_DEV_MODE": "1"} if self.dev_mode else {}),
         }
 
     def start(self) -> None:
@@ -209,6 +215,36 @@ class VllmServer:
 
     def stop(self) -> None:
         self._signal(signal.SIGTERM, 30)
+
+    def _post(self, route: str, **params: str) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        response = httpx.post(
+            f"{self.root}{route}", params=params, headers=headers, timeout=60, trust_env=False
+        )
+        response.raise_for_status()
+
+    def pause(self) -> None:
+        """Hold the scheduler (``dev_mode``): requests are taken in and kept, none is run."""
+        self._post("/pause", mode="keep")
+
+    def resume(self) -> None:
+        self._post("/resume")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def wait_for_log(self, pattern: str, since: int) -> re.Match[str]:
+        """The first line after byte ``since`` of the log that matches ``pattern``."""
+        deadline = time.monotonic() + 60
+        while True:
+            with self.log_path.open("rb") as log:
+                log.seek(since)
+                text = log.read().decode("utf-8", errors="replace")
+            match = re.search(pattern, text)
+            if match is not None:
+                return match
+            assert time.monotonic() < deadline, f"vLLM never logged {pattern!r}"
+            time.sleep(0.05)
 
     def metrics(self) -> dict[str, float]:
         """vLLM's Prometheus metrics, each summed over its labels."""

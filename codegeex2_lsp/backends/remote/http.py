@@ -14,6 +14,12 @@ over a Unix socket. The subset used:
 - Closing the connection before the stream ends aborts the request on the server: vLLM stops
   its work, and so must any other server speaking this protocol to us.
 
+Every wait on the server is bounded: connecting and each read by the endpoint's ``timeout``, the
+time since the last event that carried a token by it too (keep-alive comments do not count), and
+a whole answer by ``answer_timeout``. Every read is bounded in size (a line, an answer, a model
+list, an error body), and an answer that is not what the protocol says is one clear error, so a
+broken or hostile server costs a message and a backoff, never memory or a hung request.
+
 Every failure becomes a :class:`RemoteError`, a :class:`~codegeex2_lsp.errors.LoadError` with a
 ``kind`` and a hint saying what to check. Messages never carry the API key, nor the user and
 password part of a URL.
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,19 +45,32 @@ log = logging.getLogger(__name__)
 API_KEY_VARIABLE = "CODEGEEX2_API_KEY"
 """The only place the API key comes from: settings files get synced and committed."""
 
-ErrorKind = Literal["unreachable", "timeout", "auth", "model", "refused", "server", "cut"]
+ErrorKind = Literal[
+    "unreachable", "timeout", "auth", "model", "refused", "server", "cut", "garbled"
+]
 
 _TRANSIENT: frozenset[ErrorKind] = frozenset({"unreachable", "timeout", "server", "cut"})
 
 _DETAIL_CHARS = 300
 """How much of a server's error body goes into a message: enough to say what it disliked."""
 
+MAX_LINE_BYTES = 4 * 2**20
+"""The longest event line read: the first event repeats the prompt's ids, a few hundred KB at
+most for the longest context; a line that goes on past this is not an answer."""
+
+MAX_ANSWER_BYTES = 64 * 2**20
+"""The most one answer's stream may carry, all events together."""
+
+MAX_JSON_BYTES = 4 * 2**20
+"""The most a model list or an error body may be."""
+
 
 class RemoteError(LoadError):
     """A failure talking to the completion server.
 
     ``kind`` says which (``unreachable``, ``timeout``, ``auth``, ``model``, ``refused`` for
-    another 4xx, ``server`` for 5xx or an error event, ``cut`` for a stream that ended early);
+    another 4xx, ``server`` for 5xx or an error event, ``cut`` for a stream that ended early,
+    ``garbled`` for an answer that breaks the protocol);
     ``status`` is the HTTP status when there was one. ``transient`` kinds are worth retrying
     as they are; the others need a change on one side, but are retried too, more slowly.
     """
@@ -67,14 +87,17 @@ class Endpoint:
     """Where the server is: a base URL (``.../v1``), over TCP or, with ``socket``, a Unix socket.
 
     With a socket, the URL's host is only a name and its path still prefixes every route.
-    ``timeout`` (seconds) bounds connecting and each wait for data, so a stream that stalls
-    fails instead of hanging. The key is left out of ``repr`` so it cannot reach a log.
+    ``timeout`` (seconds) bounds connecting, each wait for data and the time since the last
+    token, so a stream that stalls, or sends only keep-alives, fails instead of hanging;
+    ``answer_timeout`` bounds a whole answer, however steadily it streams. The key is left out
+    of ``repr`` so it cannot reach a log.
     """
 
     base_url: str
     socket: str | None = None
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 10.0
+    answer_timeout: float = 120.0
 
     @property
     def display(self) -> str:
@@ -126,17 +149,30 @@ class Usage:
     server_seconds: float | None = None
 
 
+@dataclass
+class _Watch:
+    """When one answer's stream began, and when its last token came."""
+
+    started: float
+    last_token: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last_token = self.started
+
+
 class WireClient:
     """One server's connection pool and the two calls the protocol has.
 
     Proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and CA bundles (``SSL_CERT_FILE``,
     ``SSL_CERT_DIR``) come from the environment for TCP; https is always verified. Use from one
-    event loop; :meth:`aclose` releases the pool.
+    event loop; :meth:`aclose` releases the pool. ``clock`` times the stream bounds.
     """
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, clock: Callable[[], float] = time.monotonic) -> None:
         self.endpoint = endpoint
-        headers = {"Accept": "application/json"}
+        self.clock = clock
+        # Compressed answers would make the size bounds count the wire, not what is decoded.
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
         transport = (
@@ -156,18 +192,19 @@ class WireClient:
     async def models(self) -> list[ServedModel]:
         """The models the server serves, from ``GET {base}/models``."""
         try:
-            response = await self._http.get("models")
+            async with self._http.stream("GET", "models") as response:
+                text = await self._read(response, MAX_JSON_BYTES)
         except httpx.HTTPError as error:
             raise self._transport_error(error) from error
         if response.status_code != 200:
-            raise self._status_error(response.status_code, response.text, route="models")
+            raise self._status_error(response.status_code, text, route="models")
         try:
-            entries = response.json()["data"]
+            entries = json.loads(text)["data"]
             return [
                 ServedModel(str(entry["id"]), _positive_int(entry.get("max_model_len")))
                 for entry in entries
             ]
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise RemoteError(
                 "refused",
                 f"{self.endpoint.display}/models is not an OpenAI-compatible model list",
@@ -188,39 +225,116 @@ class WireClient:
         try:
             async with self._http.stream("POST", "completions", json=request) as response:
                 if response.status_code != 200:
-                    text = (await response.aread()).decode("utf-8", errors="replace")
+                    text = await self._read(response, MAX_JSON_BYTES)
                     raise self._status_error(response.status_code, text, route="completions")
                 yield self._pieces(response, usage)
         except httpx.HTTPError as error:
             raise self._transport_error(error) from error
 
+    async def _read(self, response: httpx.Response, limit: int) -> str:
+        """A whole (small) body as text, refused once it grows past ``limit`` bytes."""
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > limit:
+                raise self._garbled(f"a body of more than {limit // 2**20} MiB")
+        return body.decode("utf-8", errors="replace")
+
+    async def _lines(self, response: httpx.Response, watch: _Watch) -> AsyncIterator[str]:
+        """The stream's lines, each bounded, and the whole answer bounded in size and time.
+
+        A line counts only once its newline came: a stream cut in the middle of one is cut.
+        """
+        buffer = bytearray()
+        received = 0
+        async for chunk in response.aiter_raw():
+            self._check_time(watch)
+            received += len(chunk)
+            if received > MAX_ANSWER_BYTES:
+                raise self._garbled(f"an answer of more than {MAX_ANSWER_BYTES // 2**20} MiB")
+            buffer += chunk
+            while (end := buffer.find(b"\n")) >= 0:
+                line = bytes(buffer[:end]).rstrip(b"\r")
+                del buffer[: end + 1]
+                yield line.decode("utf-8", errors="replace")
+                self._check_time(watch)
+            if len(buffer) > MAX_LINE_BYTES:
+                raise self._garbled(f"a line of more than {MAX_LINE_BYTES // 2**20} MiB")
+
+    def _check_time(self, watch: _Watch) -> None:
+        now = self.clock()
+        if now - watch.started > self.endpoint.answer_timeout:
+            raise RemoteError(
+                "timeout",
+                f"the completion server at {self.endpoint.display} did not finish an answer "
+                f"within {self.endpoint.answer_timeout:.0f} s",
+                "check the server's load",
+            )
+        if now - watch.last_token > self.endpoint.timeout:
+            raise RemoteError(
+                "timeout",
+                f"the completion server at {self.endpoint.display} sent no token within "
+                f"{self.endpoint.timeout * 1000:.0f} ms",
+                "check the server's load, or raise codegeex2.requestTimeoutMs",
+            )
+
     async def _pieces(self, response: httpx.Response, usage: Usage | None) -> AsyncIterator[Piece]:
         finished = False
-        async for line in response.aiter_lines():
+        watch = _Watch(self.clock())
+        async for line in self._lines(response, watch):
             if not line.startswith("data:"):
                 continue  # blank separators, SSE comments and other fields
             data = line[5:].strip()
             if data == "[DONE]":
                 return
-            try:
-                event = json.loads(data)
-            except ValueError as error:
-                raise self._cut(f"an event that is not JSON: {data[:80]!r}") from error
+            event = self._event(data)
             if "error" in event or event.get("object") == "error":
                 raise self._event_error(event)
-            if usage is not None and isinstance(event.get("usage"), dict):
+            if usage is not None and isinstance(event.get("usage"), Mapping):
                 _read_usage(event["usage"], usage)
                 _read_metrics(event.get("metrics"), usage)
-            for choice in event.get("choices") or ():
-                piece = Piece(
-                    text=choice.get("text") or "",
-                    ids=choice.get("token_ids"),
-                    finish_reason=choice.get("finish_reason"),
-                )
+            for piece in self._choices(event):
+                if piece.text or piece.ids or piece.finish_reason is not None:
+                    watch.last_token = self.clock()
                 finished = finished or piece.finish_reason is not None
                 yield piece
         if not finished:
             raise self._cut("the stream ended before the answer was complete")
+
+    def _event(self, data: str) -> Mapping[str, Any]:
+        try:
+            event = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise self._garbled(f"an event that is not JSON: {data[:80]!r}") from error
+        if not isinstance(event, Mapping):
+            raise self._garbled(f"an event that is not a JSON object: {data[:80]!r}")
+        return event
+
+    def _choices(self, event: Mapping[str, Any]) -> list[Piece]:
+        """The event's choices as pieces, each field checked for the type the protocol gives."""
+        choices = event.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(c, Mapping) for c in choices):
+            raise self._garbled("choices that are not a list of objects")
+        pieces = []
+        for choice in choices:
+            text, ids, reason = (choice.get(k) for k in ("text", "token_ids", "finish_reason"))
+            if not isinstance(text, str | None) or not isinstance(reason, str | None):
+                raise self._garbled("a choice whose text or finish_reason is not a string")
+            if ids is not None and not (
+                isinstance(ids, list)
+                and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+            ):
+                raise self._garbled(f"token_ids that are not token ids: {str(ids)[:80]!r}")
+            pieces.append(Piece(text=text or "", ids=ids, finish_reason=reason))
+        return pieces
+
+    def _garbled(self, what: str) -> RemoteError:
+        return RemoteError(
+            "garbled",
+            f"the completion server at {self.endpoint.display} sent {what}",
+            "check that codegeex2.serverUrl is an OpenAI-compatible completions server "
+            "(vLLM, or codegeex2-lsp serve), and its log",
+        )
 
     def _cut(self, what: str) -> RemoteError:
         return RemoteError(
@@ -325,11 +439,12 @@ def _error_message(body: str) -> str:
 
 
 def _read_usage(raw: Mapping[str, Any], usage: Usage) -> None:
-    usage.prompt_tokens = int(raw.get("prompt_tokens") or 0)
-    usage.completion_tokens = int(raw.get("completion_tokens") or 0)
+    """The counts the server gave; one that is not a count is left out, it is only accounting."""
+    usage.prompt_tokens = _count(raw.get("prompt_tokens")) or 0
+    usage.completion_tokens = _count(raw.get("completion_tokens")) or 0
     details = raw.get("prompt_tokens_details")
-    if isinstance(details, Mapping) and details.get("cached_tokens") is not None:
-        usage.cached_tokens = int(details["cached_tokens"])
+    if isinstance(details, Mapping):
+        usage.cached_tokens = _count(details.get("cached_tokens"))
 
 
 def _read_metrics(raw: Any, usage: Usage) -> None:
@@ -340,6 +455,12 @@ def _read_metrics(raw: Any, usage: Usage) -> None:
         generation = raw.get("generation_time_ms")
         total = queue + first + (generation if isinstance(generation, int | float) else 0.0)
         usage.server_seconds = total / 1000
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _positive_int(value: Any) -> int | None:

@@ -2,8 +2,14 @@
 
 A completion becomes one unit of work on the model thread, keyed by its document (the client
 and the URI), so a newer request for the same document supersedes the older one whichever
-connection it came on. Tokens cross from the model thread to the event loop one by one and go
-out as server-sent events; when the client goes away, the work is stopped at its next token.
+connection it came on; a request that names no document is never superseded. Every request is
+answered: a superseded one, even one dropped before it started, with an ``abort`` choice.
+Tokens cross from the model thread to the event loop one by one and go out as server-sent
+events; when the client goes away, the work is stopped at its next token.
+
+The event loop only moves bytes: a body is refused with 413 once it is over the size limit, before
+it is parsed, and parsing and tokenizing run on a thread of their own, so a huge or deeply nested
+request never stalls the health check or the other clients' streams.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ import asyncio
 import hmac
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,7 +46,34 @@ from codegeex2_lsp.backends.worker import Ticket
 log = logging.getLogger(__name__)
 
 _END = None
-"""What the model thread sends when a unit of work ends, however it ended."""
+"""What ends a unit of work's events, however it ended: sent once its ticket is settled."""
+
+MAX_BODY_BYTES = 2 * 2**20
+"""The default limit on a request body: the longest prompt a CodeGeeX2 context holds, as text or
+as ids, is a few hundred KB."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the server lets its clients do; the defaults fit the per-user Unix socket.
+
+    ``one_user``: every client is the same user (the private socket), so a document may start
+    from a prefix another client's document left in the cache. Over TCP the clients are people
+    who must not learn each other's prompts: a prefix then serves only later requests naming
+    the same client and document, so ``cached_tokens`` only ever counts the caller's own tokens,
+    and requests that name none reuse nothing.
+    """
+
+    max_body_bytes: int = MAX_BODY_BYTES
+    one_user: bool = True
+
+
+PER_USER = Policy()
+"""The per-user socket's policy: its every client is its one user."""
+
+
+class TooLarge(Exception):
+    """A request body over the limit."""
 
 
 def _error(message: str, status: int, param: str | None = None) -> JSONResponse:
@@ -52,13 +88,22 @@ class Job:
     """One completion: its work on the model thread and its events on the event loop."""
 
     def __init__(
-        self, call: CompletionCall, prompt_ids: list[int], cache_bytes: int, answer: Answer
+        self,
+        call: CompletionCall,
+        prompt_ids: list[int],
+        cache_bytes: int,
+        answer: Answer,
+        policy: Policy,
     ) -> None:
         self.call = call
         self.prompt_ids = prompt_ids
         self.cache_bytes = cache_bytes
         self.answer = answer
-        self.key = f"{call.client}\0{call.document}"
+        # Only a named document has newer requests that may supersede this one.
+        self.named = bool(call.document)
+        self.key = f"{call.client}\0{call.document}" if self.named else f"\0{uuid.uuid4().hex}"
+        # Over TCP an unnamed request's cache could serve no one else: it is not kept.
+        self.keep_cache = self.named or policy.one_user
         self.seed = call.seed if call.seed is not None else random_seed()
         self.events: asyncio.Queue[tuple[int, str, list[int], str | None] | None] = asyncio.Queue()
         self.generated = 0
@@ -68,6 +113,13 @@ class Job:
     def _emit(self, event: tuple[int, str, list[int], str | None] | None) -> None:
         self._loop.call_soon_threadsafe(self.events.put_nowait, event)
 
+    def follow(self, ticket: Ticket[None]) -> None:
+        """End the events when ``ticket`` settles: run to the end, failed, or dropped unstarted.
+
+        The work's own events were sent before its future settled, so the end comes last.
+        """
+        ticket.future.add_done_callback(lambda future: self._emit(_END))
+
     def run(self, model: CompletionModel, cancelled: Callable[[], bool]) -> None:
         """On the model thread: generate each of the ``n`` choices, sending every token."""
         assert isinstance(model, LocalModel)
@@ -75,7 +127,8 @@ class Job:
             for index in range(self.call.n):
                 self._choice(model, cancelled, index)
         finally:
-            self._emit(_END)
+            if not self.keep_cache:
+                model.forget(self.key)
 
     def _choice(self, model: LocalModel, cancelled: Callable[[], bool], index: int) -> None:
         sent_ids, sent_text = 0, ""
@@ -159,6 +212,8 @@ class Job:
         outcome, error = await _outcome(ticket)
         if error is not None:
             return outcome, _error(error, 500)
+        if not texts:
+            texts, ids, reasons = {0: []}, {0: []}, {0: "abort"}
         choices = [
             self.answer.choice(
                 i,
@@ -190,8 +245,16 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def create_app(service: ModelService, api_key: str | None, on_close: asyncio.Event) -> Starlette:
+def create_app(
+    service: ModelService,
+    api_key: str | None,
+    on_close: asyncio.Event,
+    policy: Policy = PER_USER,
+) -> Starlette:
     """The ASGI application serving ``service``; ``api_key`` guards all routes but /health."""
+    service.share_prefixes = policy.one_user
+    # Parsing and tokenizing, off the event loop; two at a time at most.
+    parsing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="codegeex2-parse")
 
     def authorized(request: Request) -> bool:
         if api_key is None:
@@ -234,19 +297,22 @@ def create_app(service: ModelService, api_key: str | None, on_close: asyncio.Eve
         if model is None:
             return _error(f"the model is {service.state}: {service.progress}", 503)
         try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _error("the request body is not JSON", 400)
+            raw = await _read_body(request, policy.max_body_bytes)
+        except TooLarge:
+            return _error(f"the request body is over {policy.max_body_bytes} bytes", 413)
+        loop = asyncio.get_running_loop()
         try:
-            call = parse_completion(body)
-            prompt_ids = _check(call, body, model, service.served_name)
+            call, prompt_ids = await loop.run_in_executor(
+                parsing, _prepare, raw, model, service.served_name
+            )
         except BadRequest as bad:
             status = 404 if bad.param == "model" else 400
             return _error(str(bad), status, bad.param)
         answer = Answer.start(service.served_name, prompt_ids, call.return_token_ids)
-        job = Job(call, prompt_ids, service.settings.prefix_cache_mb * 2**20, answer)
+        job = Job(call, prompt_ids, service.settings.prefix_cache_mb * 2**20, answer, policy)
         service.begin_request()
         ticket = service.engine.submit(job.key, job.run, owner=call.client)
+        job.follow(ticket)
         if call.stream:
             return StreamingResponse(job.stream(ticket, service), media_type="text/event-stream")
         outcome = "disconnected"
@@ -281,6 +347,7 @@ def create_app(service: ModelService, api_key: str | None, on_close: asyncio.Eve
         finally:
             on_close.set()
             service.engine.close()
+            parsing.shutdown(wait=False, cancel_futures=True)
 
     return Starlette(
         routes=[
@@ -292,6 +359,32 @@ def create_app(service: ModelService, api_key: str | None, on_close: asyncio.Eve
         ],
         lifespan=lifespan,
     )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to be over ``limit`` bytes: by its declared
+    length before a byte is read, else as it arrives."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge
+    return bytes(body)
+
+
+def _prepare(raw: bytes, model: LocalModel, served: str) -> tuple[CompletionCall, list[int]]:
+    """On a parsing thread: the checked call and its prompt's ids; :class:`BadRequest` else."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest("the request body is not JSON") from error
+    except RecursionError as error:
+        raise BadRequest("the request body is nested too deeply") from error
+    call = parse_completion(body)
+    return call, _check(call, body, model, served)
 
 
 def _check(call: CompletionCall, body: Any, model: LocalModel, served: str) -> list[int]:

@@ -22,7 +22,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from codegeex2_lsp.backends.shared.app import create_app
+from codegeex2_lsp.backends.shared.app import PER_USER, Policy, create_app
 from codegeex2_lsp.backends.shared.launcher import listening
 from codegeex2_lsp.backends.shared.service import ModelService
 from codegeex2_lsp.settings.fields import Settings
@@ -140,7 +140,10 @@ class ModelServer(uvicorn.Server):
 
 
 def build_server(
-    settings: Settings, idle_seconds: float | None, api_key: str | None
+    settings: Settings,
+    idle_seconds: float | None,
+    api_key: str | None,
+    policy: Policy = PER_USER,
 ) -> ModelServer:
     """The server of ``settings``' model, to run on a socket from :func:`unix_socket` or
     :func:`tcp_socket`; its model loads once it runs."""
@@ -148,7 +151,7 @@ def build_server(
     holder: list[ModelServer] = []
     service = ModelService(settings, idle_seconds, lambda: holder[0].stop())
     config = uvicorn.Config(
-        create_app(service, api_key, closing),
+        create_app(service, api_key, closing, policy),
         http=SameUserH11,
         lifespan="on",
         log_config=None,
@@ -160,10 +163,14 @@ def build_server(
 
 
 def serve(
-    settings: Settings, sock: socket.socket, idle_seconds: float | None, api_key: str | None
+    settings: Settings,
+    sock: socket.socket,
+    idle_seconds: float | None,
+    api_key: str | None,
+    policy: Policy = PER_USER,
 ) -> None:
     """Load the model and serve it on ``sock`` until a signal or the idle timer ends it."""
-    server = build_server(settings, idle_seconds, api_key)
+    server = build_server(settings, idle_seconds, api_key, policy)
     where = sock.getsockname()
     identity = os.stat(where).st_ino if sock.family == socket.AF_UNIX else None
     log.info("serving %s on %s", settings.model, where)

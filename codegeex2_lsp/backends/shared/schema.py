@@ -72,10 +72,11 @@ def _integer(body: Mapping[str, Any], name: str, default: int | None, low: int, 
 
 
 def _prompt(value: Any) -> list[int] | str:
+    # vLLM takes a batch of one prompt too: one level of nesting, never more.
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list | str):
+        value = value[0]
     if isinstance(value, str) and value:
         return value
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list | str):
-        return _prompt(value[0])
     if (
         isinstance(value, list)
         and value

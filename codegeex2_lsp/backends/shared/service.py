@@ -68,6 +68,9 @@ class ModelService:
     loads: int = 0
     clients: Counter[str] = field(default_factory=Counter)
     requests: Requests = field(default_factory=Requests)
+    share_prefixes: bool = True
+    """Whether a document may start from another client's cached prefix: only where every
+    client is the same user."""
     _timer: asyncio.TimerHandle | None = None
     _attached_once: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
@@ -112,7 +115,7 @@ class ModelService:
         model = self.local_model()
         assert model is not None
         # Editors often hold the same files: let a document start from another's prefix.
-        model.share_prefixes = True
+        model.share_prefixes = self.share_prefixes
         self.loads += 1
         self.state, self.progress = "ready", description
         log.info("ready: %s", description)
