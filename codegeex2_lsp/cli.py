@@ -30,6 +30,7 @@ Without a command it serves LSP over stdio (or TCP with --tcp). Commands:
   doctor                                 check this machine and the settings before loading
   serve [--socket PATH | --host H --port P]
                                          serve the model to every editor (OpenAI-compatible API)
+  cache list|clear                       list or clear the kept quantized layouts and kernels
 Run `codegeex2-lsp COMMAND --help` for a command's options.
 """
 
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return doctor_command(args[1:])
     if args and args[0] == "serve":
         return model_server_command(args[1:])
+    if args and args[0] == "cache":
+        return cache_command(args[1:])
     return serve_command(args)
 
 
@@ -358,4 +361,33 @@ def model_server_command(argv: Sequence[str]) -> int:
         return 1
     idle = None if args.idle_minutes is None else args.idle_minutes * 60
     serve(settings, sock, idle, api_key, policy)
+    return 0
+
+
+def cache_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp cache",
+        description="List or clear what loading keeps in the user's cache: quantized weights in "
+        "their kernels' layout (mapped by later loads) and the built INT4 CPU kernels.",
+    )
+    parser.add_argument("action", choices=("list", "clear"))
+    args = parser.parse_args(argv)
+
+    from codegeex2_lsp.backends.local import int4_cpu, layout_cache
+
+    kernels = int4_cpu.cache_directory()
+    if args.action == "clear":
+        freed = layout_cache.clear()
+        for built in kernels.glob("int4_cpu-*.so"):
+            freed += built.stat().st_size
+            built.unlink(missing_ok=True)
+        print(f"cleared {freed / 1e9:.2f} GB from {layout_cache.cache_root()} and {kernels}")
+        return 0
+    entries = layout_cache.list_entries()
+    print(f"quantized layouts in {layout_cache.cache_root()}:")
+    for entry in entries:
+        print(f"  {entry.size / 1e9:6.2f} GB  {entry.source}  ({entry.directory.name})")
+    if not entries:
+        print("  none")
+    print(f"INT4 CPU kernels in {kernels}: {len(list(kernels.glob('int4_cpu-*.so')))}")
     return 0

@@ -18,6 +18,7 @@ from transformers import GenerationConfig, GlmForCausalLM
 
 from codegeex2_lsp.backends.local import attention
 from codegeex2_lsp.backends.local.checkpoint import (
+    CONFIG_FILE,
     EOS_ID,
     PAD_ID,
     StoredQuantization,
@@ -33,12 +34,20 @@ from codegeex2_lsp.backends.local.checkpoint import (
 from codegeex2_lsp.backends.local.devices import Hardware
 from codegeex2_lsp.backends.local.hub import resolve_model_dir
 from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.local.layout_cache import (
+    LayoutCache,
+    cache_root,
+    kernel_identity,
+    layout_key,
+)
 from codegeex2_lsp.backends.local.memory import return_freed_memory
 from codegeex2_lsp.backends.local.placement import connect_devices, plan_load, tensor_device
 from codegeex2_lsp.backends.local.quantize import (
+    Kernel,
     QuantLinear,
     bits_of,
     quantize_weight,
+    select_kernel,
     swap_linears,
     unpack_int4,
 )
@@ -58,6 +67,7 @@ def load_model(
     quantize: str = "none",
     layer_devices: list[torch.device] | None = None,
     kernel: str | None = None,
+    layout_cache: Path | None = None,
 ) -> GlmForCausalLM:
     """``GlmForCausalLM`` with the checkpoint's weights on ``device`` in ``dtype``, in eval mode.
 
@@ -66,7 +76,9 @@ def load_model(
     ``int4``) turns full-precision linear weights into integers one tensor at a time; a
     checkpoint stored quantized keeps its own integers and scales whatever ``quantize`` says,
     since re-quantizing would lose precision. ``layer_devices`` (one device per layer) splits
-    the model; ``kernel`` forces a quantized kernel (tests compare them).
+    the model; ``kernel`` forces a quantized kernel (tests compare them). With ``layout_cache``
+    (a directory) quantized weights on the CPU are kept there in their kernels' layout after
+    the first load and mapped from there on later loads (:mod:`.layout_cache`).
     """
     chatglm = read_config(model_dir)
     config = glm_config(chatglm)
@@ -81,11 +93,24 @@ def load_model(
         linear_names(config, lm_head=scheme.made.lm_head) if scheme.made is not None else set()
     )
     swap_linears(model, scheme.bits, quantized)
-    filling = _Filling(model, scheme, quantized, devices, dtype, kernel)
-    for path in weight_files(model_dir):
+    files = weight_files(model_dir)
+    kept = None
+    if layout_cache is not None and quantized and all(d.type == "cpu" for d in devices):
+        kept = _kept_layout(layout_cache, model_dir, files, scheme, dtype, kernel)
+    restored = kept.load(dtype) if kept is not None else None
+    filling = _Filling(model, scheme, quantized, devices, dtype, kernel, restored or {})
+    for path in files:
         logger.debug("loading %s", path.name)
         filling.add_file(path)
     filling.check_complete(model_dir)
+    if kept is not None and restored is None:
+        kept.save(
+            {
+                name: module.kernel
+                for name, module in model.named_modules()
+                if isinstance(module, QuantLinear) and module.kernel is not None
+            }
+        )
     _finish(model, devices, dtype)
     logger.info(
         "loaded %s: %d layers, %s%s on %s",
@@ -109,6 +134,31 @@ class _Scheme:
     @property
     def bits(self) -> int:
         return self.made.bits if self.made is not None else 0
+
+
+def _kept_layout(
+    root: Path,
+    model_dir: Path,
+    files: list[Path],
+    scheme: _Scheme,
+    dtype: torch.dtype,
+    kernel: str | None,
+) -> LayoutCache:
+    """The layout cache entry for this load: the checkpoint's files, how its weights become
+    integers, and which kernels this machine picks for them all decide the layout."""
+    assert scheme.made is not None
+    cpu = torch.device("cpu")
+    settings = {
+        "dtype": str(dtype),
+        "quantization": scheme.made.as_config(),
+        "stored": scheme.stored,
+        "kernels": kernel
+        or [select_kernel(cpu, dtype, scheme.bits, per_row=rows) for rows in (True, False)],
+        "machine": kernel_identity(),
+    }
+    config = model_dir / CONFIG_FILE
+    key = layout_key([config, *files], settings)
+    return LayoutCache(root, key, str(model_dir.resolve()))
 
 
 def _scheme(model_dir: Path, chatglm: dict[str, Any], quantize: str) -> _Scheme:
@@ -136,8 +186,10 @@ class _Filling:
         devices: list[torch.device],
         dtype: torch.dtype,
         kernel: str | None,
+        restored: dict[str, Kernel],
     ) -> None:
         self.model = model
+        self.restored = restored
         self.scheme = scheme
         self.quantized = quantized
         self.devices = devices
@@ -147,6 +199,11 @@ class _Filling:
         self.loaded: set[str] = set()
         self.unexpected: list[str] = []
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
+        for module, restored_kernel in restored.items():
+            linear = model.get_submodule(module)
+            assert isinstance(linear, QuantLinear)
+            linear.kernel = restored_kernel
+            self.loaded.add(module + ".weight")
 
     def add_file(self, path: Path) -> None:
         config = self.model.config
@@ -154,6 +211,8 @@ class _Filling:
         for upstream_name, upstream in read_weights(path):
             for name, tensor in glm_tensors(upstream_name, upstream, config):
                 module, _, suffix = name.rpartition(".")
+                if module in self.restored and suffix in ("weight", "weight_scale"):
+                    continue
                 if module in self.quantized and suffix in ("weight", "weight_scale"):
                     self._add_quantized(module, suffix, tensor, upstream_name)
                 elif name not in self.expected:
@@ -307,6 +366,7 @@ def load_local(
             dtype=placement.dtype,
             quantize=placement.quantize,
             layer_devices=plan.layer_devices,
+            layout_cache=cache_root(),
         )
     except LoadError:
         raise

@@ -27,7 +27,8 @@ import functools
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -126,6 +127,33 @@ class Kernel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, dequantize(self.q, self.scale, x.dtype))
 
+    attributes: tuple[str, ...] = ("bits",)
+    """What besides its tensors rebuilds this kernel (see :meth:`saved`)."""
+
+    def saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The tensors, in this kernel's layout, and the attributes that rebuild it without
+        packing again (:func:`restore_kernel`); the layout cache keeps them on disk."""
+        tensors = {name: buffer for name, buffer in self.named_buffers(recurse=False)}
+        return tensors, {name: getattr(self, name) for name in self.attributes}
+
+    def saved_bytes(self) -> int:
+        """About how many bytes :meth:`saved` gives, without making them."""
+        return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
+
+    @classmethod
+    def restore(
+        cls, tensors: dict[str, torch.Tensor], attributes: dict[str, Any], dtype: torch.dtype
+    ) -> Kernel:
+        """The kernel around tensors already in its layout, as :meth:`saved` gave them."""
+        kernel = cls.__new__(cls)
+        nn.Module.__init__(kernel)
+        kernel.dtype = dtype
+        for name in cls.attributes:
+            setattr(kernel, name, attributes[name])
+        for name, tensor in tensors.items():
+            kernel.register_buffer(name, tensor)
+        return kernel
+
 
 class Int4DequantKernel(Kernel):
     """The plain-torch INT4 fallback: kept packed, unpacked on every call."""
@@ -153,6 +181,7 @@ class DynamicInt8Kernel(Kernel):
         self.dtype = dtype
         if scale.shape[1] != 1:
             raise ValueError("the dynamic INT8 kernel needs one scale per row")
+        self.shape = tuple(q.shape)
         with warnings.catch_warnings():
             # The quantized-tensor API warns that it will move to torchao; it is still the
             # fastest INT8 CPU path in torch, and select_kernel falls back if it goes away.
@@ -165,6 +194,22 @@ class DynamicInt8Kernel(Kernel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.quantized.linear_dynamic(x.float(), self.packed, True)
         return y.to(x.dtype)
+
+    def saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        # fbgemm's packed form is opaque: the integers and scales are kept, and packed again.
+        qweight, _ = torch.ops.quantized.linear_unpack(self.packed)
+        scale = qweight.q_per_channel_scales().to(torch.float32).unsqueeze(1)
+        return {"q": qweight.int_repr(), "scale": scale}, {}
+
+    def saved_bytes(self) -> int:
+        rows, columns = self.shape
+        return rows * columns + rows * 4
+
+    @classmethod
+    def restore(
+        cls, tensors: dict[str, torch.Tensor], attributes: dict[str, Any], dtype: torch.dtype
+    ) -> Kernel:
+        return cls(tensors["q"], tensors["scale"], dtype)
 
 
 class Int8PackKernel(Kernel):
@@ -230,6 +275,8 @@ class Int4PackKernel(Kernel):
         scales_and_zeros = torch.stack([scale.t(), torch.zeros_like(scale.t())], dim=-1)
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype).contiguous())
 
+    attributes = ("bits", "group_size")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1]).to(self.dtype)
@@ -271,15 +318,48 @@ class Int4CpuKernel(Kernel):
         y = self.library.matmul(flat, self.packed, self.scale, self.group_size, self.rows)
         return y.reshape(*shape[:-1], -1).to(x.dtype)
 
+    attributes = ("bits", "rows", "group_size", "tile_rows")
 
-KernelFactory = Callable[[torch.Tensor, torch.Tensor, torch.dtype], Kernel]
+    @property
+    def tile_rows(self) -> int:
+        return self.library.tile_rows
 
-_KERNELS: dict[str, KernelFactory] = {
+    @classmethod
+    def restore(
+        cls, tensors: dict[str, torch.Tensor], attributes: dict[str, Any], dtype: torch.dtype
+    ) -> Kernel:
+        library = int4_cpu.fast_library()
+        if library is None or library.tile_rows != attributes["tile_rows"]:
+            raise RuntimeError("the INT4 CPU kernel here lays weights out differently")
+        kernel = cls.__new__(cls)
+        nn.Module.__init__(kernel)
+        kernel.library = library
+        kernel.dtype = dtype
+        kernel.bits = 4
+        kernel.rows = attributes["rows"]
+        kernel.group_size = attributes["group_size"]
+        for name, tensor in tensors.items():
+            kernel.register_buffer(name, tensor)
+        return kernel
+
+
+_KERNELS: dict[str, type[Kernel]] = {
     "dynamic": DynamicInt8Kernel,
     "int8pack": Int8PackKernel,
     "int4pack": Int4PackKernel,
     "int4cpu": Int4CpuKernel,
 }
+
+
+def restore_kernel(
+    name: str, tensors: dict[str, torch.Tensor], attributes: dict[str, Any], dtype: torch.dtype
+) -> Kernel:
+    """The kernel ``name`` around tensors that :meth:`Kernel.saved` gave."""
+    if name == "dequant":
+        kind: type[Kernel] = Int4DequantKernel if attributes["bits"] == 4 else Kernel
+    else:
+        kind = _KERNELS[name]
+    return kind.restore(tensors, attributes, dtype)
 
 
 def kernel_candidates(device: torch.device, dtype: torch.dtype, bits: int) -> tuple[str, ...]:
