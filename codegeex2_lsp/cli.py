@@ -14,7 +14,7 @@ from pathlib import Path
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.settings.fields import Settings
+from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, Settings
 from codegeex2_lsp.settings.sources import add_arguments, from_arguments
 
 log = logging.getLogger("codegeex2_lsp")
@@ -321,9 +321,12 @@ def model_server_command(argv: Sequence[str]) -> int:
     from codegeex2_lsp.backends.shared.launcher import socket_path
     from codegeex2_lsp.backends.shared.listen import ListenError, serve, tcp_socket, unix_socket
 
-    api_key = os.environ.get("CODEGEEX2_API_KEY") or None
+    # A Unix socket admits this user only (its mode and SO_PEERCRED): it needs no key, and the
+    # windows that start it send none, even with the key in the environment for other servers.
+    api_key = None
     try:
         if args.port is not None:
+            api_key = os.environ.get(API_KEY_VARIABLE) or None
             sock = tcp_socket(args.host or "127.0.0.1", args.port, api_key)
         else:
             sock = unix_socket(args.socket or socket_path(settings.load_spec()))
