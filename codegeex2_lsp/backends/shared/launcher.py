@@ -265,6 +265,9 @@ def ensure_server(
         # A short-lived parent: the server is nobody's child here, so it cannot be left a
         # zombie of this process, and a signal to the editor's process group spares it.
         # The server's working directory is the socket's: the editor's may be any repository.
+        # One deadline covers the starter and the wait to listen, so the lock is held for at
+        # most START_TIMEOUT_SECONDS (plus the probes' bounds), well within LOCK_TIMEOUT_SECONDS.
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         try:
             starter = subprocess.run(
                 [
@@ -286,7 +289,6 @@ def ensure_server(
             pid = int(starter.stdout)
         except (ValueError, OSError, subprocess.SubprocessError):
             raise LoadError("cannot start the shared model server", "the log has details") from None
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not listening(path):
             if not pid_alive(pid) or time.monotonic() > deadline:
                 raise LoadError(
