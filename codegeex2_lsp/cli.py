@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.settings.fields import Settings
+from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, Settings
 from codegeex2_lsp.settings.sources import add_arguments, from_arguments
 
 log = logging.getLogger("codegeex2_lsp")
@@ -330,10 +331,10 @@ def model_server_command(argv: Sequence[str]) -> int:
         parser.error("--idle-minutes must not be negative")
     if not args.max_request_mb > 0:
         parser.error("--max-request-mb must be positive")
-    import os
-
-    api_key = os.environ.get("CODEGEEX2_API_KEY") or None
     tcp = args.port is not None
+    # A Unix socket admits this user only (its mode and SO_PEERCRED): it needs no key, and the
+    # windows that start it send none, even with the key in the environment for other servers.
+    api_key = (os.environ.get(API_KEY_VARIABLE) or None) if tcp else None
     if tcp and api_key is None and not args.insecure_no_key:
         # Loopback is not private: every user of this machine can connect to a port.
         print(

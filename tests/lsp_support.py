@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,13 @@ async def running_server(
     capabilities: str | types.ClientCapabilities = "visual-studio-code",
     initialization_options: dict[str, Any] | None = None,
     position_encodings: list[types.PositionEncodingKind] | None = None,
+    python_flags: Sequence[str] = (),
+    cwd: Path | None = None,
 ) -> AsyncIterator[LanguageClient]:
-    """A client talking to ``python -m codegeex2_lsp FLAGS`` over stdio, initialized."""
+    """A client talking to ``python PYTHON_FLAGS -m codegeex2_lsp FLAGS`` over stdio, started
+    in ``cwd`` (this process's by default), initialized."""
     client = make_test_lsp_client()
-    await client.start_io(sys.executable, "-m", "codegeex2_lsp", *flags)
+    await client.start_io(sys.executable, *python_flags, "-m", "codegeex2_lsp", *flags, cwd=cwd)
     if isinstance(capabilities, str):
         capabilities = client_capabilities(capabilities)
     if position_encodings is not None:

@@ -250,6 +250,16 @@ class Engine:
                 self._schedule_retry(spec, listener)
             listener.on_failed(failure.message, failure.hint)
             return
+        except Exception as error:
+            # A failure no backend foresaw must still end the load, not this thread: the
+            # window would wait for it forever, and no other setting could load again.
+            log.exception("loading %s failed", spec.model)
+            self._finish_load("failed", None)
+            listener.on_failed(
+                f"loading {spec.model} failed: {type(error).__name__}: {error}",
+                "the log has the details; a change of settings tries again",
+            )
+            return
         self._retry_delay = LOAD_RETRY_FIRST
         self._apply_decode(model, listener.on_progress)
         seconds = time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
@@ -24,7 +25,8 @@ from codegeex2_lsp.completion.prompt import LineTokenCache
 from codegeex2_lsp.completion.scheduler import Scheduler
 from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.lsp.protocol import SafeLanguageServer
-from codegeex2_lsp.settings.fields import SECTION, LoadSpec, Settings
+from codegeex2_lsp.settings.checks import plain_http_beyond_loopback
+from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, SECTION, START_ONLY, LoadSpec, Settings
 from codegeex2_lsp.settings.sources import Update, apply_updates, section_from_configuration
 
 log = logging.getLogger(__name__)
@@ -57,9 +59,12 @@ class CodeGeeX2Server(SafeLanguageServer):
 
     # -- settings -----------------------------------------------------------------------------
 
-    def apply_settings(self, raw: Any, source: str) -> None:
-        """Apply one source of settings; report problems; reload the model if needed."""
-        update: Update = apply_updates(self.settings, raw)
+    def apply_settings(self, raw: Any, source: str, fixed: tuple[str, ...] = ()) -> None:
+        """Apply one source of settings; report problems; reload the model if needed.
+
+        ``fixed`` names the fields this source may not change (see ``START_ONLY``).
+        """
+        update: Update = apply_updates(self.settings, raw, fixed=fixed)
         for warning in update.warnings:
             log.warning("%s: %s", source, warning)
         for error in update.errors:
@@ -97,6 +102,17 @@ class CodeGeeX2Server(SafeLanguageServer):
         """Load the configured model in the background, reporting ``$/progress`` when possible."""
         spec = self.settings.load_spec()
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
+        if (
+            spec.backend == "openai"
+            and os.environ.get(API_KEY_VARIABLE)
+            and plain_http_beyond_loopback(spec.server_url)
+        ):
+            self.notify_user(
+                types.MessageType.Warning,
+                f"CodeGeeX2: the API key and your code go to {spec.server_url} over plain "
+                "http, which anyone on the way can read. Use an https:// serverUrl.",
+                problem="key over plain http",
+            )
         # Another model or server: whatever failed before is not this one's problem.
         self._outage = None
         self.spawn(self._load(spec))
@@ -338,10 +354,14 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
     def did_change_configuration(
         ls: CodeGeeX2Server, params: types.DidChangeConfigurationParams
     ) -> None:
-        """Apply the ``codegeex2`` section; a new model, device or dtype reloads."""
+        """Apply the ``codegeex2`` section; a new model, device or dtype reloads.
+
+        The server's URL is not taken from here: nothing says whether the user or the opened
+        workspace set it, and a change would send the code and the key to the new host at once.
+        """
         section = section_from_configuration(params.settings)
         if section is not None:
-            ls.apply_settings(section, f"{SECTION} configuration")
+            ls.apply_settings(section, f"{SECTION} configuration", fixed=START_ONLY)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeGeeX2Server, params: types.DidCloseTextDocumentParams) -> None:

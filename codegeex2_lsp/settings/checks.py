@@ -3,8 +3,10 @@ allowed; ``config`` builds each setting from one of them and its choices or boun
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,28 @@ SERVER_URL_PATTERN = r"^https?://[^\s/?#]+[^\s?#]*$"
 def server_url(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(SERVER_URL_PATTERN, value.strip()):
         raise ValueError("an http:// or https:// URL, such as http://127.0.0.1:8000/v1")
+    # Credentials in the URL would go to the server in place of the key the user set, and
+    # would show wherever the URL is shown: the key comes from the environment only.
+    if "@" in urllib.parse.urlsplit(value.strip()).netloc:
+        raise ValueError(
+            "a URL without user:password@ (the API key comes from CODEGEEX2_API_KEY only)"
+        )
     return value.strip().rstrip("/")
+
+
+def plain_http_beyond_loopback(url: str) -> bool:
+    """Whether ``url`` is plain http to a host other than this machine's loopback: what is sent
+    there (the code, and a key) can be read on the way."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def served_model(value: Any) -> str:

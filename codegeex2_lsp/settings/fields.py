@@ -40,6 +40,17 @@ UNUSED: dict[str, tuple[str, ...]] = {
 }
 """The LoadSpec fields each backend ignores."""
 
+API_KEY_VARIABLE = "CODEGEEX2_API_KEY"
+"""The one place the API key comes from: the environment of the process that sends it."""
+
+USER_ONLY = ("model", "backend", "serverUrl")
+"""Keys that decide what is loaded and where the code and the API key go. Editors take them
+from the user's own settings only, never from a workspace's (VS Code: machine scope)."""
+
+START_ONLY = ("server_url",)
+"""Fields taken only from flags and ``initializationOptions``: a ``didChangeConfiguration``
+cannot tell the user's settings from a workspace's, so it cannot send code somewhere new."""
+
 MIN_PROMPT_TOKENS = 16
 """The least room the prompt must keep in the context."""
 

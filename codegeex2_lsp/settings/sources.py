@@ -34,11 +34,14 @@ class Update:
     warnings: tuple[str, ...] = ()
 
 
-def apply_updates(settings: Settings, raw: Mapping[str, Any] | None) -> Update:
+def apply_updates(
+    settings: Settings, raw: Mapping[str, Any] | None, *, fixed: tuple[str, ...] = ()
+) -> Update:
     """Apply the camelCase keys of ``raw`` on top of ``settings``.
 
     A value that fails its check is reported and the previous value stays; an unknown key is
-    reported as a warning and ignored, so a typo never stops the server.
+    reported as a warning and ignored, so a typo never stops the server. A change of a field in
+    ``fixed`` (one this source may not change) is reported, and the field keeps its value.
     """
     if raw is None:
         return Update(settings)
@@ -55,9 +58,18 @@ def apply_updates(settings: Settings, raw: Mapping[str, Any] | None) -> Update:
         if value is None:
             continue
         try:
-            changes[spec.field] = spec.check(value)
+            checked = spec.check(value)
         except ValueError as allowed:
             errors.append(f"{SECTION}.{key}: {value!r} is not valid; expected {allowed}")
+            continue
+        if spec.field in fixed and checked != getattr(settings, spec.field):
+            errors.append(
+                f"{SECTION}.{key}: the change to {checked!r} applies only when the language "
+                "server restarts: it decides where code and the API key go, so it is taken from "
+                "the editor's start-up settings only"
+            )
+            continue
+        changes[spec.field] = checked
     candidate = dataclasses.replace(settings, **changes)
     if candidate.prompt_budget() < MIN_PROMPT_TOKENS:
         errors.append(

@@ -69,6 +69,11 @@ afterwards: restart a running one with `eglot-reconnect' or
            (:requestTimeoutMs (integer :tag "Server timeout in milliseconds"))
            (:sharedIdleMinutes (number :tag "Minutes a shared server waits without windows")))))
 
+;; Which program runs and where code goes are the user's to say: a project's
+;; .dir-locals.el that sets these is never applied without asking, nor remembered as safe.
+(put 'codegeex2-lsp-command 'risky-local-variable t)
+(put 'codegeex2-lsp-settings 'risky-local-variable t)
+
 ;;;###autoload
 (defun codegeex2-lsp-customize ()
   "Show the CodeGeeX2 settings: server command and initialization options."

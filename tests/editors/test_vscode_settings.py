@@ -12,17 +12,24 @@ from typing import Any
 
 import pytest
 
-from codegeex2_lsp.settings.fields import SECTION, SETTINGS, SettingSpec
+from codegeex2_lsp.settings.fields import SECTION, SETTINGS, USER_ONLY, SettingSpec
 
 PACKAGE_JSON = Path(__file__).resolve().parents[2] / "editors" / "vscode" / "package.json"
 
 # Settings of the extension itself: how to start the server, and what the client does.
-CLIENT_ONLY = {"serverCommand", "pythonPath", "serverEnv", "popupCompletions", "trace.server"}
+LAUNCH = {"serverCommand", "pythonPath", "serverEnv"}
+CLIENT_ONLY = LAUNCH | {"popupCompletions", "trace.server"}
+
+
+def _manifest() -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads(PACKAGE_JSON.read_text(encoding="utf-8"))
+    return manifest
 
 
 def _properties() -> dict[str, dict[str, Any]]:
-    manifest = json.loads(PACKAGE_JSON.read_text(encoding="utf-8"))
-    properties: dict[str, dict[str, Any]] = manifest["contributes"]["configuration"]["properties"]
+    properties: dict[str, dict[str, Any]] = _manifest()["contributes"]["configuration"][
+        "properties"
+    ]
     return properties
 
 
@@ -61,3 +68,21 @@ def test_client_only_settings_are_documented() -> None:
     for key in CLIENT_ONLY:
         schema = properties[f"{SECTION}.{key}"]
         assert schema.get("description") or schema.get("markdownDescription"), key
+
+
+def test_a_workspace_cannot_choose_the_program_or_where_code_goes() -> None:
+    """What runs, what is loaded and where code and the key go are machine-scoped (a
+    workspace's settings.json cannot set them) and restricted in untrusted workspaces; the
+    rest stays settable per workspace."""
+    user_only = LAUNCH | set(USER_ONLY)
+    for name, schema in _properties().items():
+        key = name.removeprefix(SECTION + ".")
+        if key in user_only:
+            assert schema.get("scope") in ("machine", "application"), key
+        else:
+            assert schema.get("scope") not in ("machine", "application"), key
+    untrusted = _manifest()["capabilities"]["untrustedWorkspaces"]
+    assert untrusted["supported"] == "limited"
+    assert sorted(untrusted["restrictedConfigurations"]) == sorted(
+        f"{SECTION}.{key}" for key in user_only
+    )

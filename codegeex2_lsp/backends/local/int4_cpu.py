@@ -198,13 +198,20 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
                 [compiler, *flags, "-o", partial, str(SOURCE)],
                 check=True,
                 capture_output=True,
+                cwd=target.parent,
                 timeout=120,
             )
         except subprocess.CalledProcessError as error:
             message = error.stderr.decode(errors="replace").strip().splitlines()
             raise OSError(message[-1] if message else f"{compiler} failed") from None
+        # Isolated, in the cache directory: the server's working directory may be a repository
+        # whose modules would otherwise be imported in place of ctypes.
         checked = subprocess.run(
-            [sys.executable, "-c", _CHECK, partial], check=False, capture_output=True, timeout=60
+            [sys.executable, "-I", "-c", _CHECK, partial],
+            check=False,
+            capture_output=True,
+            cwd=target.parent,
+            timeout=60,
         )
         if checked.returncode != 0:
             raise OSError(f"the built kernel failed its check (exit status {checked.returncode})")

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from codegeex2_lsp.backends.generation import SamplingParams
 from codegeex2_lsp.backends.remote.connect import api_key, choose_model, connect, load_tokenizer
-from codegeex2_lsp.backends.remote.http import API_KEY_VARIABLE, Endpoint, WireClient
+from codegeex2_lsp.backends.remote.http import Endpoint, WireClient
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.settings.fields import Settings
+from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, Settings
 
 ROUND_TRIPS = 5
 """One-token requests timed for the round trip; the median is shown."""

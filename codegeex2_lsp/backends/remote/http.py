@@ -39,11 +39,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.settings.fields import API_KEY_VARIABLE
 
 log = logging.getLogger(__name__)
-
-API_KEY_VARIABLE = "CODEGEEX2_API_KEY"
-"""The only place the API key comes from: settings files get synced and committed."""
 
 ErrorKind = Literal[
     "unreachable", "timeout", "auth", "model", "refused", "server", "cut", "garbled"

@@ -48,7 +48,9 @@ class Attachment:
     """This process's open ``/attach`` request: while it lasts, the server counts us a client."""
 
     def __init__(self, path: Path, client_id: str) -> None:
-        self._http = client(path, timeout=None)
+        # Bounded: a stopped server takes the connection and never answers. Only the first
+        # line is ever read, so the bound does not limit how long the attachment lasts.
+        self._http = client(path)
         request = self._http.build_request("GET", "/attach", params={"client": client_id})
         try:
             self._response = self._http.send(request, stream=True)

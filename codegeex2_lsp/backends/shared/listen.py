@@ -16,6 +16,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,13 @@ class ModelServer(uvicorn.Server):
         super().__init__(config)
         self.closing = closing
         self.service = service
+        self.on_shutdown: Callable[[], None] = lambda: None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, then ``on_shutdown``: after a signal uvicorn raises it again once
+        serving ends, which ends the process before any code after ``run`` could clean up."""
+        await super().shutdown(sockets)
+        self.on_shutdown()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.closing.set()
@@ -173,12 +181,17 @@ def serve(
     server = build_server(settings, idle_seconds, api_key, policy)
     where = sock.getsockname()
     identity = os.stat(where).st_ino if sock.family == socket.AF_UNIX else None
-    log.info("serving %s on %s", settings.model, where)
-    try:
-        server.run(sockets=[sock])
-    finally:
+
+    def remove_socket() -> None:
         # Only our own socket file: a newer server may have replaced a stale one.
         if identity is not None:
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(where).st_ino == identity:
                     os.unlink(where)
+
+    server.on_shutdown = remove_socket
+    log.info("serving %s on %s", settings.model, where)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        remove_socket()

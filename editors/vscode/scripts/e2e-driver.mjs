@@ -245,15 +245,16 @@ try {
   mark('file checked');
 
   // A settings change, made in the Settings editor as a user would, reaches the server: a
-  // model that does not exist turns the item red.
-  const goodModel = await setSetting('codegeex2.model', path.join(artifacts, 'no-such-model'));
+  // device this machine does not have turns the item red. (The model is a machine setting,
+  // which the User tab of a remote window does not apply.)
+  const goodDevice = await setSetting('codegeex2.device', 'cuda:9');
   await waitForStatus(status, 'error', 60_000);
   console.log(`error tooltip: ${JSON.stringify(await status.getAttribute('aria-label'))}`);
   await shot('4-load-error');
   mark('load error shown');
 
-  // Back to the good model, then the restart command from the palette brings it back.
-  await setSetting('codegeex2.model', goodModel);
+  // Back to the good device, then the restart command from the palette brings it back.
+  await setSetting('codegeex2.device', goodDevice);
   // The check mark must come after a "stopped", so it is the restarted server's.
   const before = (await page.evaluate(() => window.__codegeex2States)).length;
   await runCommand('CodeGeeX2: Restart Server');

@@ -144,11 +144,10 @@ import sys
 from pathlib import Path
 
 user_data, model, python = sys.argv[1:]
-# code-server is a remote window: machine-scoped settings such as the interpreter are read
-# from the remote ("Machine") settings, as they would be over SSH or in WSL.
-machine = {"codegeex2.pythonPath": python}
+# code-server is a remote window: machine-scoped settings such as the interpreter and the
+# model are read from the remote ("Machine") settings, as they would be over SSH or in WSL.
+machine = {"codegeex2.pythonPath": python, "codegeex2.model": model}
 settings = {
-    "codegeex2.model": model,
     "codegeex2.device": "cpu",
     "codegeex2.trace.server": "messages",
     # Editor settings stay at their defaults (quick suggestions on): the ghost text must work

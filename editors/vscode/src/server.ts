@@ -15,7 +15,7 @@ import {
 } from 'vscode-languageclient/node';
 
 import { resolveServerCommand, type LaunchSettings, type ServerLaunch } from './serverCommand';
-import { actionForChange, didChangeConfigurationParams, initializationOptions, SECTION } from './settings';
+import { actionForChange, didChangeConfigurationParams, initializationOptions, SECTION, userValue } from './settings';
 import type { StatusTracker } from './status';
 
 const CLIENT_ID = 'codegeex2';
@@ -71,7 +71,6 @@ export class ServerController implements vscode.Disposable {
       env: process.env,
       platform: process.platform,
       homeDir: os.homedir(),
-      workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath,
       isExecutable,
     });
     if (!resolution.ok) {
@@ -198,15 +197,15 @@ export class ServerController implements vscode.Disposable {
 function readLaunchSettings(): LaunchSettings {
   const config = vscode.workspace.getConfiguration(SECTION);
   return {
-    serverCommand: config.get<string[] | string>('serverCommand'),
-    pythonPath: config.get<string>('pythonPath'),
-    serverEnv: config.get<Record<string, unknown>>('serverEnv'),
+    serverCommand: userValue<string[] | string>(config, 'serverCommand'),
+    pythonPath: userValue<string>(config, 'pythonPath'),
+    serverEnv: userValue<Record<string, unknown>>(config, 'serverEnv'),
   };
 }
 
 function serverOptions(launch: ServerLaunch): ServerOptions {
   // stdio is the client's default transport for an executable, and the server's default too.
-  return { command: launch.command, args: launch.args, options: { env: launch.env } };
+  return { command: launch.command, args: launch.args, options: { env: launch.env, cwd: launch.cwd } };
 }
 
 function isExecutable(file: string): boolean {

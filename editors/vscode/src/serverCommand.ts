@@ -21,8 +21,6 @@ export interface ResolveContext {
   env: Readonly<Record<string, string | undefined>>;
   platform: NodeJS.Platform;
   homeDir: string;
-  /** The first workspace folder, for `${workspaceFolder}`; undefined when none is open. */
-  workspaceFolder?: string | undefined;
   /** True when the path names a file this user may execute. */
   isExecutable(file: string): boolean;
 }
@@ -31,9 +29,20 @@ export interface ServerLaunch {
   command: string;
   args: string[];
   env: Record<string, string>;
+  /** The server's working directory: the user's home, never the workspace. */
+  cwd: string;
   /** Where the command came from, for the log. */
   source: 'serverCommand' | 'pythonPath' | 'PATH';
 }
+
+/**
+ * How `codegeex2.pythonPath` runs the server: isolated (`-I`), so neither the working
+ * directory nor `PYTHONPATH` can put a repository's modules in place of the server's own.
+ */
+export const PYTHON_ARGS: readonly string[] = ['-I', '-m', 'codegeex2_lsp'];
+
+/** A variable that would let the opened repository choose the program that runs. */
+const WORKSPACE_VARIABLE = /\$\{workspaceFolder(Basename)?\}/;
 
 export type Resolution = { ok: true; launch: ServerLaunch } | { ok: false; message: string };
 
@@ -42,25 +51,40 @@ export type Resolution = { ok: true; launch: ServerLaunch } | { ok: false; messa
  * The order follows how specific each setting is: a full command line says everything.
  */
 export function resolveServerCommand(settings: LaunchSettings, ctx: ResolveContext): Resolution {
+  const named = [
+    ...commandArgv(settings.serverCommand),
+    settings.pythonPath ?? '',
+    ...Object.values(settings.serverEnv ?? {}).map(String),
+  ];
+  if (named.some((value) => WORKSPACE_VARIABLE.test(value))) {
+    return {
+      ok: false,
+      message:
+        "'${workspaceFolder}' is not expanded in 'codegeex2.serverCommand', 'codegeex2.pythonPath' or " +
+        "'codegeex2.serverEnv': the program that runs must not depend on the repository that is open. " +
+        'Use an absolute path.',
+    };
+  }
   const env = mergeEnv(ctx.env, settings.serverEnv, ctx);
+  const cwd = ctx.homeDir;
 
   const argv = commandArgv(settings.serverCommand).map((arg) => expand(arg, ctx));
   const [program, ...args] = argv;
   if (program !== undefined) {
-    return { ok: true, launch: { command: program, args, env, source: 'serverCommand' } };
+    return { ok: true, launch: { command: program, args, env, cwd, source: 'serverCommand' } };
   }
 
   const python = (settings.pythonPath ?? '').trim();
   if (python !== '') {
     return {
       ok: true,
-      launch: { command: expand(python, ctx), args: ['-m', 'codegeex2_lsp'], env, source: 'pythonPath' },
+      launch: { command: expand(python, ctx), args: [...PYTHON_ARGS], env, cwd, source: 'pythonPath' },
     };
   }
 
   const found = findOnPath(DEFAULT_EXECUTABLE, env, ctx);
   if (found !== undefined) {
-    return { ok: true, launch: { command: found, args: [], env, source: 'PATH' } };
+    return { ok: true, launch: { command: found, args: [], env, cwd, source: 'PATH' } };
   }
   return {
     ok: false,
@@ -83,14 +107,11 @@ function commandArgv(value: LaunchSettings['serverCommand']): string[] {
   return argv.length > 0 && argv[0]!.trim() !== '' ? argv : [];
 }
 
-/** `~`, `${userHome}`, `${workspaceFolder}` and `${env:NAME}`, the variables users expect. */
-export function expand(value: string, ctx: Pick<ResolveContext, 'env' | 'homeDir' | 'workspaceFolder'>): string {
-  let result = value.replace(/\$\{(userHome|workspaceFolder|env:([A-Za-z_][A-Za-z0-9_]*))\}/g, (whole, name: string, envName?: string) => {
+/** `~`, `${userHome}` and `${env:NAME}`: nothing that depends on the open workspace. */
+export function expand(value: string, ctx: Pick<ResolveContext, 'env' | 'homeDir'>): string {
+  let result = value.replace(/\$\{(userHome|env:([A-Za-z_][A-Za-z0-9_]*))\}/g, (_whole, name: string, envName?: string) => {
     if (name === 'userHome') {
       return ctx.homeDir;
-    }
-    if (name === 'workspaceFolder') {
-      return ctx.workspaceFolder ?? whole;
     }
     return ctx.env[envName ?? ''] ?? '';
   });

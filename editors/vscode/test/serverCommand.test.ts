@@ -10,7 +10,6 @@ function context(executables: string[] = [], env: Record<string, string> = {}): 
     env: { PATH: '/usr/local/bin:/usr/bin', HOME: '/home/u', ...env },
     platform: 'linux',
     homeDir: '/home/u',
-    workspaceFolder: '/work/proj',
     isExecutable: (file) => executables.includes(file),
   };
 }
@@ -38,13 +37,34 @@ test('nothing found is an error that names both settings', () => {
 
 test('serverCommand wins over pythonPath and PATH, with variables expanded', () => {
   const result = resolveServerCommand(
-    { serverCommand: ['~/venv/bin/codegeex2-lsp', '--log-file', '${workspaceFolder}/cg2.log'], pythonPath: '/usr/bin/python3' },
+    { serverCommand: ['~/venv/bin/codegeex2-lsp', '--log-file', '${userHome}/cg2.log'], pythonPath: '/usr/bin/python3' },
     context(['/usr/bin/codegeex2-lsp']),
   );
   assert.ok(result.ok);
   assert.equal(result.launch.command, '/home/u/venv/bin/codegeex2-lsp');
-  assert.deepEqual(result.launch.args, ['--log-file', '/work/proj/cg2.log']);
+  assert.deepEqual(result.launch.args, ['--log-file', '/home/u/cg2.log']);
   assert.equal(result.launch.source, 'serverCommand');
+});
+
+test('no launch setting may depend on the open workspace', () => {
+  for (const settings of [
+    { serverCommand: ['${workspaceFolder}/.venv/bin/codegeex2-lsp'] },
+    { serverCommand: ['python3', '${workspaceFolderBasename}.py'] },
+    { pythonPath: '${workspaceFolder}/.venv/bin/python' },
+    { serverEnv: { PYTHONPATH: '${workspaceFolder}' } },
+  ]) {
+    const result = resolveServerCommand(settings, context(['/usr/bin/codegeex2-lsp']));
+    assert.ok(!result.ok, JSON.stringify(settings));
+    assert.match(result.message, /workspaceFolder/);
+  }
+});
+
+test('every launch runs in the home directory, never the workspace', () => {
+  for (const settings of [{ serverCommand: ['/opt/codegeex2-lsp'] }, { pythonPath: '/usr/bin/python3' }, {}]) {
+    const result = resolveServerCommand(settings, context(['/usr/bin/codegeex2-lsp']));
+    assert.ok(result.ok);
+    assert.equal(result.launch.cwd, '/home/u');
+  }
 });
 
 test('a serverCommand string is one program, even with spaces', () => {
@@ -60,11 +80,11 @@ test('a serverCommand with an empty program is ignored', () => {
   assert.equal(result.launch.source, 'PATH');
 });
 
-test('pythonPath runs the module', () => {
+test('pythonPath runs the module isolated from the working directory and PYTHONPATH', () => {
   const result = resolveServerCommand({ pythonPath: '${userHome}/.venv/bin/python' }, context());
   assert.ok(result.ok);
   assert.equal(result.launch.command, '/home/u/.venv/bin/python');
-  assert.deepEqual(result.launch.args, ['-m', 'codegeex2_lsp']);
+  assert.deepEqual(result.launch.args, ['-I', '-m', 'codegeex2_lsp']);
   assert.equal(result.launch.source, 'pythonPath');
 });
 
@@ -81,8 +101,8 @@ test('serverEnv is added to the environment, and its PATH is the one searched', 
   assert.ok(!('IGNORED' in result.launch.env));
 });
 
-test('expand leaves unknown variables and a missing workspace alone', () => {
-  const ctx = { env: {}, homeDir: '/h', workspaceFolder: undefined };
+test('expand leaves unknown variables and the workspace alone', () => {
+  const ctx = { env: {}, homeDir: '/h' };
   assert.equal(expand('${workspaceFolder}/x', ctx), '${workspaceFolder}/x');
   assert.equal(expand('${foo}', ctx), '${foo}');
   assert.equal(expand('${env:NOPE}x', ctx), 'x');
