@@ -40,6 +40,7 @@ async def running_server(
     capabilities: str | types.ClientCapabilities = "visual-studio-code",
     initialization_options: dict[str, Any] | None = None,
     position_encodings: list[types.PositionEncodingKind] | None = None,
+    workspace_folders: list[str] | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """A client talking to ``python -m codegeex2_lsp FLAGS`` over stdio, initialized."""
     client = make_test_lsp_client()
@@ -55,6 +56,11 @@ async def running_server(
             types.InitializeParams(
                 capabilities=capabilities,
                 initialization_options=initialization_options,
+                workspace_folders=[
+                    types.WorkspaceFolder(uri=uri, name=uri.rsplit("/", 1)[-1])
+                    for uri in workspace_folders or ()
+                ]
+                or None,
             )
         )
         _capabilities[client] = result.capabilities
