@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, ClassVar
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.backends.worker import Engine, LoadListener
@@ -293,8 +294,13 @@ class CodeGeeX2Server(SafeLanguageServer):
 
     def toggle(self, argument: Any) -> dict[str, Any]:
         """Flip suggestions everywhere, or for the language an argument names."""
-        language_id = argument.get("languageId") if isinstance(argument, dict) else None
-        if isinstance(language_id, str) and language_id.strip():
+        if argument is not None:
+            language_id = argument.get("languageId") if isinstance(argument, dict) else None
+            if not isinstance(language_id, str) or not language_id.strip():
+                raise JsonRpcInvalidParams(
+                    f'{TOGGLE_COMMAND} takes no argument or {{"languageId": string}}, '
+                    f"got {argument!r}"
+                )
             enabled = self.gate.toggle(self.settings, language_id.strip())
             log.info("suggestions %s for %s", "on" if enabled else "off", language_id)
             return {"languageId": language_id.strip().lower(), "enabled": enabled}

@@ -34,12 +34,15 @@ export function activate(context: vscode.ExtensionContext): void {
   const server = controller;
   // The server's own commands (codegeex2.toggle, codegeex2.accept, codegeex2.status) are
   // registered by the language client; these put them in the palette and the menu.
+  // The newest toggle's message replaces the one before, so the status bar never shows both.
+  let toggleMessage: vscode.Disposable | undefined;
   const toggle = async (args: unknown[]): Promise<void> => {
     try {
       const message = describeToggle(await server.executeCommand('codegeex2.toggle', args));
       output.info(message ?? 'The server gave no state for the toggle.');
       if (message !== null) {
-        vscode.window.setStatusBarMessage(message, 5000);
+        toggleMessage?.dispose();
+        toggleMessage = vscode.window.setStatusBarMessage(message, 10_000);
       }
     } catch (error) {
       void vscode.window.showErrorMessage(`CodeGeeX2: ${error instanceof Error ? error.message : String(error)}`);
