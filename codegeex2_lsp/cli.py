@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -32,6 +33,7 @@ Without a command it serves LSP over stdio (or TCP with --tcp). Commands:
   serve [--socket PATH | --host H --port P]
                                          serve the model to every editor (OpenAI-compatible API)
   cache list|clear                       list or clear the kept quantized layouts and kernels
+  stats [--json]                         suggestions shown, accepted and dismissed, per language
 Run `codegeex2-lsp COMMAND --help` for a command's options.
 """
 
@@ -51,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return model_server_command(args[1:])
     if args and args[0] == "cache":
         return cache_command(args[1:])
+    if args and args[0] == "stats":
+        return stats_command(args[1:])
     return serve_command(args)
 
 
@@ -112,6 +116,8 @@ def serve_command(argv: Sequence[str]) -> int:
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
+    # A client that exits without shutdown still has its counts written.
+    server.acceptance.store.flush()
     return server.exit_status
 
 
@@ -277,6 +283,51 @@ def doctor_command(argv: Sequence[str]) -> int:
         print(f"problem: {problem}")
     print_shared_servers()
     return 0 if not problems else 1
+
+
+def stats_command(argv: Sequence[str]) -> int:
+    """Print the acceptance counts every editor's server has kept on this machine."""
+    from codegeex2_lsp.completion.acceptance import default_stats_path, read_stats, table_to_json
+
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp stats",
+        description="Suggestions shown, accepted and dismissed, and the characters accepted, "
+        "counted on this machine only, per language and backend.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    path = default_stats_path()
+    try:
+        summary = table_to_json(read_stats(path))
+    except ValueError as problem:
+        print(f"codegeex2-lsp: cannot read {path}: {problem}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    print(f"counts in {path}")
+    header = ("language", "backend", "shown", "accepted", "dismissed", "rate", "chars")
+    rows: list[tuple[str, ...]] = [header]
+
+    def row(language: str, backend: str, counts: dict[str, int]) -> tuple[str, ...]:
+        shown = counts["shown"]
+        rate = f"{100 * counts['accepted'] / shown:.0f}%" if shown else "-"
+        numbers = (counts["shown"], counts["accepted"], counts["dismissed"])
+        return (language, backend, *map(str, numbers), rate, str(counts["acceptedChars"]))
+
+    for language, per_language in summary["languages"].items():
+        for backend, counts in per_language["backends"].items():
+            rows.append(row(language, backend, counts))
+    rows.append(row("all", "", summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for cells in rows:
+        print(
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
+    return 0
 
 
 def print_shared_servers() -> None:

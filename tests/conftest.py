@@ -16,3 +16,12 @@ torch.set_num_threads(1)
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deterministic tiny ChatGLM2 checkpoint, as the writer makes it by default."""
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own state directory, inherited by the servers it starts: acceptance counts
+    never land in the home directory of whoever runs the tests."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state

@@ -42,6 +42,7 @@ async def running_server(
     position_encodings: list[types.PositionEncodingKind] | None = None,
     python_flags: Sequence[str] = (),
     cwd: Path | None = None,
+    workspace_folders: list[str] | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """A client talking to ``python PYTHON_FLAGS -m codegeex2_lsp FLAGS`` over stdio, started
     in ``cwd`` (this process's by default), initialized."""
@@ -58,6 +59,11 @@ async def running_server(
             types.InitializeParams(
                 capabilities=capabilities,
                 initialization_options=initialization_options,
+                workspace_folders=[
+                    types.WorkspaceFolder(uri=uri, name=uri.rsplit("/", 1)[-1])
+                    for uri in workspace_folders or ()
+                ]
+                or None,
             )
         )
         _capabilities[client] = result.capabilities

@@ -9,7 +9,14 @@ import typing
 
 import pytest
 
-from codegeex2_lsp.settings.fields import SETTINGS, LoadSpec, Settings, SettingSpec
+from codegeex2_lsp.settings.fields import (
+    DEFAULT_DISABLED_LANGUAGES,
+    DEFAULT_EXCLUDE,
+    SETTINGS,
+    LoadSpec,
+    Settings,
+    SettingSpec,
+)
 from codegeex2_lsp.settings.sources import (
     add_arguments,
     apply_updates,
@@ -42,6 +49,9 @@ def test_defaults_match_the_documented_ones() -> None:
         "servedModel": "",
         "requestTimeoutMs": 10000,
         "sharedIdleMinutes": 10.0,
+        "enable": True,
+        "disabledLanguages": list(DEFAULT_DISABLED_LANGUAGES),
+        "exclude": list(DEFAULT_EXCLUDE),
     }
 
 
@@ -284,6 +294,14 @@ def test_boolean_flags_take_words_and_settings_take_json_booleans() -> None:
     assert update.settings == Settings()
     assert "expected true or false" in update.errors[0]
     assert apply_updates(Settings(), {"speculative": False}).settings.speculative is False
+
+
+def test_list_flags_are_comma_separated() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--disabled-languages", "Markdown, yaml", "--exclude", ""])
+    update = from_arguments(args)
+    assert update.settings == Settings(disabled_languages=("markdown", "yaml"), exclude=())
 
 
 def test_bad_flag_values_are_reported() -> None:

@@ -64,6 +64,16 @@ BAD_PARAMS = [
     ("workspace/executeCommand", {"command": 5}, "command"),
     ("workspace/executeCommand", {"command": "codegeex2.status", "arguments": 5}, "arguments"),
     ("workspace/executeCommand", {"command": "no.such.command"}, "no.such.command"),
+    (
+        "workspace/executeCommand",
+        {"command": "codegeex2.toggle", "arguments": ["py"]},
+        "languageId",
+    ),
+    (
+        "workspace/executeCommand",
+        {"command": "codegeex2.toggle", "arguments": [{"languageId": 5}]},
+        "languageId",
+    ),
 ]
 
 

@@ -18,6 +18,11 @@ def test_every_setting_has_a_row_with_its_flag_and_default(spec: SettingSpec) ->
     row = re.search(rf"^\| `{spec.key}` \| `{spec.flag}` \|(.*)$", README, re.MULTILINE)
     assert row, f"no settings row for {spec.key}"
     default = spec.default
+    if isinstance(default, list):
+        # A list's items are each named in the row.
+        for item in default:
+            assert f"`{item}`" in row.group(1)
+        return
     if isinstance(default, bool):
         shown = json.dumps(default)
     elif isinstance(default, float):

@@ -17,9 +17,13 @@ from functools import partial
 from typing import Any, ClassVar
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.backends.worker import Engine, LoadListener
+from codegeex2_lsp.completion.acceptance import Acceptance, StatsStore
+from codegeex2_lsp.completion.gate import Gate
+from codegeex2_lsp.completion.languages import canonical_language_id
 from codegeex2_lsp.completion.pipeline import CompletionRequest, prepare
 from codegeex2_lsp.completion.prompt import LineTokenCache
 from codegeex2_lsp.completion.scheduler import Scheduler
@@ -33,6 +37,15 @@ log = logging.getLogger(__name__)
 
 STATUS_COMMAND = "codegeex2.status"
 """``workspace/executeCommand`` that reports the model's state and the work done so far."""
+
+TOGGLE_COMMAND = "codegeex2.toggle"
+"""Turns suggestions off or on: everywhere, or for ``{"languageId": ...}``."""
+
+ACCEPT_COMMAND = "codegeex2.accept"
+"""Run by the editor with a suggestion's id when the user takes the suggestion."""
+
+STATS_WRITE_DELAY_S = 5.0
+"""Counts are written at most this often, off the event loop, and at exit."""
 
 
 class CodeGeeX2Server(SafeLanguageServer):
@@ -56,6 +69,11 @@ class CodeGeeX2Server(SafeLanguageServer):
         self._tasks: set[asyncio.Future[None]] = set()
         self.client_log = ClientLogHandler(self)
         logging.getLogger("codegeex2_lsp").addHandler(self.client_log)
+        # After the log handler, so the client hears about unknown languages or a bad file.
+        self.gate = Gate()
+        self.gate.settings_changed(Settings(), self.settings)
+        self.acceptance = Acceptance(StatsStore(), changed=self._stats_changed)
+        self._stats_write: asyncio.TimerHandle | None = None
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -74,6 +92,7 @@ class CodeGeeX2Server(SafeLanguageServer):
         reload = update.settings.load_spec() != self.settings.load_spec()
         if update.settings != self.settings:
             self.scheduler.forget_shown()
+        self.gate.settings_changed(self.settings, update.settings)
         self.settings = update.settings
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
         if reload and self.initialized:
@@ -227,8 +246,14 @@ class CodeGeeX2Server(SafeLanguageServer):
     ) -> list[str]:
         """Distinct texts to insert at ``position``; empty when there is nothing to offer."""
         document = self.documents.get(uri)
+        if document is None:
+            return []
+        refusal = self.gate.refusal(self.settings, uri, document.language_id or "", self.folders())
+        if refusal is not None:
+            log.debug("no completion for %s: %s", uri, refusal)
+            return []
         cache = self.line_cache()
-        if document is None or cache is None:
+        if cache is None:
             return []
         settings = self.request_settings()
 
@@ -261,6 +286,44 @@ class CodeGeeX2Server(SafeLanguageServer):
             self.outage_over()
         return texts
 
+    def folders(self) -> list[str]:
+        """The workspace folders' URIs, where ``exclude`` patterns are relative to."""
+        folders = [folder.uri for folder in self.workspace.folders.values()]
+        root = self.workspace.root_uri
+        return folders if folders or root is None else [root]
+
+    def shown(self, uri: str, texts: list[str]) -> list[str]:
+        """Count an answer as shown; the ids its items carry for ``codegeex2.accept``."""
+        document = self.documents.get(uri)
+        raw = (document.language_id if document is not None else None) or ""
+        language = canonical_language_id(raw, uri) or raw.lower() or "unknown"
+        return self.acceptance.shown(uri, language, self.settings.backend, texts)
+
+    def _stats_changed(self) -> None:
+        if self._stats_write is None:
+            loop = asyncio.get_running_loop()
+            self._stats_write = loop.call_later(STATS_WRITE_DELAY_S, self._write_stats)
+
+    def _write_stats(self) -> None:
+        self._stats_write = None
+        self.spawn(asyncio.to_thread(self.acceptance.store.flush))
+
+    def toggle(self, argument: Any) -> dict[str, Any]:
+        """Flip suggestions everywhere, or for the language an argument names."""
+        if argument is not None:
+            language_id = argument.get("languageId") if isinstance(argument, dict) else None
+            if not isinstance(language_id, str) or not language_id.strip():
+                raise JsonRpcInvalidParams(
+                    f'{TOGGLE_COMMAND} takes no argument or {{"languageId": string}}, '
+                    f"got {argument!r}"
+                )
+            enabled = self.gate.toggle(self.settings, language_id.strip())
+            log.info("suggestions %s for %s", "on" if enabled else "off", language_id)
+            return {"languageId": language_id.strip().lower(), "enabled": enabled}
+        enabled = self.gate.toggle(self.settings)
+        log.info("suggestions %s", "on" if enabled else "off")
+        return {"enabled": enabled}
+
     def word_before(self, uri: str, position: types.Position) -> tuple[str, int]:
         """The identifier characters right before ``position``, and their length in client units."""
         document = self.documents.get(uri)
@@ -272,6 +335,7 @@ class CodeGeeX2Server(SafeLanguageServer):
     def forget(self, uri: str) -> None:
         """A closed document: stop its work and drop its state."""
         self.scheduler.forget(uri)
+        self.acceptance.forget(uri)
         if self.engine.model is not None:
             self.engine.forget(uri)
 
@@ -280,6 +344,9 @@ class CodeGeeX2Server(SafeLanguageServer):
         return {
             "state": self.engine.state,
             "description": self.engine.description,
+            "enabled": self.gate.enabled(self.settings),
+            "disabledLanguages": self.gate.disabled_languages(self.settings),
+            "stats": self.acceptance.summary(),
             "settings": asdict(self.settings),
             "requests": asdict(self.engine.counters),
             "served": asdict(self.scheduler.served),
@@ -289,15 +356,25 @@ class CodeGeeX2Server(SafeLanguageServer):
         }
 
 
-def lsp_inline_items(texts: list[str], position: types.Position) -> types.InlineCompletionList:
+def accept_command(suggestion_id: str) -> types.Command:
+    """What the editor runs when the user takes a suggestion, so it is counted."""
+    return types.Command(title="Accept", command=ACCEPT_COMMAND, arguments=[suggestion_id])
+
+
+def lsp_inline_items(
+    texts: list[str], position: types.Position, ids: list[str]
+) -> types.InlineCompletionList:
     here = types.Range(start=position, end=position)
     return types.InlineCompletionList(
-        items=[types.InlineCompletionItem(insert_text=text, range=here) for text in texts]
+        items=[
+            types.InlineCompletionItem(insert_text=text, range=here, command=accept_command(i))
+            for text, i in zip(texts, ids, strict=True)
+        ]
     )
 
 
 def lsp_completion_items(
-    texts: list[str], position: types.Position, word: str, word_units: int
+    texts: list[str], position: types.Position, word: str, word_units: int, ids: list[str]
 ) -> types.CompletionList:
     """Popup items that replace the word before the cursor with itself plus the suggestion.
 
@@ -306,7 +383,7 @@ def lsp_completion_items(
     """
     start = types.Position(line=position.line, character=position.character - word_units)
     items = []
-    for rank, text in enumerate(texts):
+    for rank, (text, suggestion_id) in enumerate(zip(texts, ids, strict=True)):
         lines = text.lstrip("\r\n").splitlines()
         first_line = lines[0].strip() if lines else ""
         items.append(
@@ -326,6 +403,7 @@ def lsp_completion_items(
                 filter_text=word + text,
                 sort_text=f"{rank:04d}",
                 preselect=rank == 0,
+                command=accept_command(suggestion_id),
             )
         )
     # Incomplete, so clients ask again as the user types instead of filtering a stale list.
@@ -374,8 +452,9 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
     ) -> types.InlineCompletionList:
         """Ghost text at the cursor."""
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        texts = await ls.suggestions(params.text_document.uri, params.position, invoked=invoked)
-        return lsp_inline_items(texts, params.position)
+        uri = params.text_document.uri
+        texts = await ls.suggestions(uri, params.position, invoked=invoked)
+        return lsp_inline_items(texts, params.position, ls.shown(uri, texts))
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(
@@ -387,17 +466,33 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
         uri = params.text_document.uri
         texts = await ls.suggestions(uri, params.position, invoked=invoked)
         word, units = ls.word_before(uri, params.position)
-        return lsp_completion_items(texts, params.position, word, units)
+        return lsp_completion_items(texts, params.position, word, units, ls.shown(uri, texts))
 
     @server.command(STATUS_COMMAND)
     def status(ls: CodeGeeX2Server, *args: Any) -> dict[str, Any]:
         """The model's state and the work done so far."""
         return ls.status()
 
+    @server.command(TOGGLE_COMMAND)
+    def toggle(ls: CodeGeeX2Server, *args: Any) -> dict[str, Any]:
+        """Suggestions off or on, everywhere or for ``{"languageId": ...}``; the new state."""
+        return ls.toggle(args[0] if args else None)
+
+    @server.command(ACCEPT_COMMAND)
+    def accept(ls: CodeGeeX2Server, *args: Any) -> bool:
+        """Count the suggestion with this id as accepted; False for an id no answer gave."""
+        suggestion_id = args[0] if args else None
+        if isinstance(suggestion_id, dict):
+            suggestion_id = suggestion_id.get("id")
+        if not isinstance(suggestion_id, str):
+            return False
+        return ls.acceptance.accept(suggestion_id)
+
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CodeGeeX2Server, params: None) -> None:
-        """Stop the model thread."""
+        """Stop the model thread and write the counts."""
         ls.engine.close()
+        ls.acceptance.store.flush()
 
     return server
 

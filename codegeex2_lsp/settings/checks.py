@@ -10,6 +10,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+import pathspec
+
 Check = Callable[[Any], Any]
 """Turns a wire value into the field's value, or raises ValueError saying what is allowed."""
 
@@ -114,3 +116,28 @@ def number(minimum: float, maximum: float, *, open_minimum: bool) -> Check:
         return found
 
     return check
+
+
+def _strings(value: Any, expected: str) -> tuple[str, ...]:
+    """A JSON list of strings as a tuple, so the settings stay immutable and comparable."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(expected)
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def language_ids(value: Any) -> tuple[str, ...]:
+    """Language ids as the editor sends them; unknown ones are kept, since editors invent ids."""
+    return tuple(dict.fromkeys(v.lower() for v in _strings(value, "a list of language ids")))
+
+
+def exclude_patterns(value: Any) -> tuple[str, ...]:
+    """Gitignore-style patterns; the first that cannot be read is named, and none applies."""
+    patterns = _strings(value, "a list of gitignore-style patterns")
+    for pattern in patterns:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([pattern])
+        except ValueError as error:
+            raise ValueError(
+                f"gitignore-style patterns; {pattern!r} is not one ({error})"
+            ) from None
+    return patterns

@@ -24,6 +24,48 @@ Backend = Literal["local", "openai", "shared"]
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000/v1"
 
+DEFAULT_DISABLED_LANGUAGES: tuple[str, ...] = (
+    "plaintext",
+    "markdown",
+    "yaml",
+    "help",
+    "gitcommit",
+    "gitrebase",
+    "hgcommit",
+    "svn",
+    "cvs",
+)
+"""Languages where a code model helps least or reads what it should not: prose, commit
+messages, help pages and configuration (the README says why for each)."""
+
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "*.kdbx",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".npmrc",
+    ".pypirc",
+    ".netrc",
+    ".pgpass",
+    ".git-credentials",
+    ".htpasswd",
+    "credentials.json",
+    "**/.ssh/**",
+    "**/.aws/**",
+    "**/.gnupg/**",
+    "**/secrets/**",
+)
+"""Files that commonly hold keys, passwords or tokens: never read, never sent."""
+
 LOCAL_ONLY = ("device", "dtype", "quantize", "num_gpus")
 """LoadSpec fields only the in-process model uses."""
 
@@ -100,6 +142,9 @@ class Settings:
     served_model: str = ""
     request_timeout_ms: int = 10000
     shared_idle_minutes: float = 10.0
+    enable: bool = True
+    disabled_languages: tuple[str, ...] = DEFAULT_DISABLED_LANGUAGES
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
 
     def load_spec(self) -> LoadSpec:
         """The part of the settings the loaded model depends on.
@@ -146,7 +191,7 @@ class SettingSpec:
 
     key: str
     field: str
-    kind: Literal["string", "integer", "number", "boolean"]
+    kind: Literal["string", "integer", "number", "boolean", "array"]
     description: str
     check: checks.Check
     choices: tuple[str, ...] = ()
@@ -158,7 +203,9 @@ class SettingSpec:
 
     @property
     def default(self) -> Any:
-        return getattr(Settings(), self.field)
+        """The default as JSON has it: a list setting's default is a list."""
+        value = getattr(Settings(), self.field)
+        return list(value) if isinstance(value, tuple) else value
 
     @property
     def flag(self) -> str:
@@ -185,6 +232,11 @@ def _choice(key: str, field: str, description: str, allowed: Any) -> SettingSpec
 
 def _boolean(key: str, field: str, description: str) -> SettingSpec:
     return SettingSpec(key, field, "boolean", description, checks.boolean, metavar="true|false")
+
+
+def _strings(key: str, field: str, description: str, check: checks.Check) -> SettingSpec:
+    """A list of strings; the flag takes them comma-separated."""
+    return SettingSpec(key, field, "array", description, check, metavar="A,B,...")
 
 
 def _integer(key: str, field: str, description: str, minimum: int, maximum: int) -> SettingSpec:
@@ -357,6 +409,24 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Minutes the shared model server stays without editor windows before it exits.",
         0.0,
         10080.0,
+    ),
+    _boolean(
+        "enable",
+        "enable",
+        "Suggestions on or off everywhere; off, no request reaches the model.",
+    ),
+    _strings(
+        "disabledLanguages",
+        "disabled_languages",
+        "Language ids (as the editor names them) that get no suggestions.",
+        checks.language_ids,
+    ),
+    _strings(
+        "exclude",
+        "exclude",
+        "Gitignore-style patterns, relative to the workspace folder or absolute (/ or ~/), of "
+        "files that never get suggestions and are never read into a prompt.",
+        checks.exclude_patterns,
     ),
 )
 

@@ -120,6 +120,9 @@ def _flag_type(spec: SettingSpec) -> Callable[[str], Any]:
         return int
     if spec.kind == "number":
         return float
+    if spec.kind == "array":
+        # Comma-separated; an empty argument is the empty list.
+        return lambda text: [part.strip() for part in text.split(",") if part.strip()]
     if spec.kind == "boolean":
         # An unknown word stays a string, which the check reports like any bad value.
         return lambda text: _FLAG_BOOLEANS.get(text.lower(), text)

@@ -26,6 +26,9 @@
 ;;   (add-hook 'python-mode-hook #'eglot-ensure)   ; or #'lsp
 ;;
 ;; `M-x codegeex2-lsp-customize' lists every setting.
+;; `M-x codegeex2-lsp-toggle' turns suggestions off or on everywhere (with a
+;; prefix argument: for the buffer's language), `M-x codegeex2-lsp-status'
+;; shows the model's state, the switches and the acceptance counts.
 
 ;;; Code:
 
@@ -67,7 +70,10 @@ afterwards: restart a running one with `eglot-reconnect' or
            (:serverUrl (string :tag "Completion server API URL, e.g. http://gpu:8000/v1"))
            (:servedModel (string :tag "Model name on the server, empty to ask"))
            (:requestTimeoutMs (integer :tag "Server timeout in milliseconds"))
-           (:sharedIdleMinutes (number :tag "Minutes a shared server waits without windows")))))
+           (:sharedIdleMinutes (number :tag "Minutes a shared server waits without windows"))
+           (:enable (choice (const t) (const :json-false)))
+           (:disabledLanguages (vector :tag "Language ids without suggestions" string))
+           (:exclude (vector :tag "Gitignore-style patterns of files never read" string)))))
 
 ;; Which program runs and where code goes are the user's to say: a project's
 ;; .dir-locals.el that sets these is never applied without asking, nor remembered as safe.
@@ -134,6 +140,86 @@ CodeGeeX2 is not running or the user turned `lsp-inline-completion-enable' off."
     :initialization-options #'codegeex2-lsp-initialization-options))
   (require 'lsp-inline-completion nil t)
   (add-hook 'lsp-configure-hook #'codegeex2-lsp--enable-inline-completion))
+
+;;; Commands
+
+(declare-function eglot-current-server "eglot" ())
+(declare-function jsonrpc-request "jsonrpc" (connection method params &rest args))
+(declare-function lsp-request "lsp-mode" (method params &rest args))
+(declare-function lsp-buffer-language "lsp-mode" ())
+
+(defvar lsp--cur-workspace)
+
+(defun codegeex2-lsp--workspace ()
+  "The lsp-mode workspace of CodeGeeX2 for this buffer, if lsp-mode runs it."
+  (and (featurep 'lsp-mode)
+       (lsp-find-workspace 'codegeex2 (buffer-file-name))))
+
+(defun codegeex2-lsp--eglot-server ()
+  "The eglot server of this buffer, if eglot runs one."
+  (and (featurep 'eglot) (eglot-current-server)))
+
+(defun codegeex2-lsp--execute (command &rest arguments)
+  "Run the server's COMMAND with ARGUMENTS through the buffer's client; its result."
+  (let ((params (list :command command :arguments (vconcat arguments)))
+        (workspace (codegeex2-lsp--workspace))
+        (server (codegeex2-lsp--eglot-server)))
+    (cond (workspace
+           (let ((lsp--cur-workspace workspace))
+             (lsp-request "workspace/executeCommand" params)))
+          (server (jsonrpc-request server :workspace/executeCommand params))
+          (t (user-error "CodeGeeX2 is not running in this buffer")))))
+
+(defun codegeex2-lsp--get (object key)
+  "KEY (a string) of a JSON OBJECT as either client parses it.
+lsp-mode gives hash tables (or plists), eglot plists."
+  (if (hash-table-p object)
+      (gethash key object)
+    (plist-get object (intern (concat ":" key)))))
+
+(defun codegeex2-lsp--true-p (value)
+  "Whether a JSON boolean VALUE, as either client parses it, is true."
+  (not (memq value '(nil :json-false))))
+
+(defun codegeex2-lsp--language-id ()
+  "The language id the buffer's client sends for it."
+  (if (codegeex2-lsp--workspace)
+      (lsp-buffer-language)
+    ;; What eglot sends by default: the major mode's name without -mode.
+    (replace-regexp-in-string "\\(-ts\\)?-mode\\'" "" (symbol-name major-mode))))
+
+;;;###autoload
+(defun codegeex2-lsp-toggle (&optional language)
+  "Turn CodeGeeX2 suggestions off or on everywhere.
+With a prefix argument, or with LANGUAGE (a language id), only for that
+language; interactively, the buffer's.  Returns whether they are now on."
+  (interactive (list (and current-prefix-arg (codegeex2-lsp--language-id))))
+  (let* ((result (if language
+                     (codegeex2-lsp--execute "codegeex2.toggle" (list :languageId language))
+                   (codegeex2-lsp--execute "codegeex2.toggle")))
+         (enabled (codegeex2-lsp--true-p (codegeex2-lsp--get result "enabled"))))
+    (message "CodeGeeX2 suggestions %s%s" (if enabled "on" "off")
+             (if language (format " for %s" language) ""))
+    enabled))
+
+;;;###autoload
+(defun codegeex2-lsp-status ()
+  "Show the model's state, where suggestions are off, and the acceptance counts.
+Returns the server's answer."
+  (interactive)
+  (let* ((result (codegeex2-lsp--execute "codegeex2.status"))
+         (stats (codegeex2-lsp--get result "stats"))
+         (shown (codegeex2-lsp--get stats "shown"))
+         (accepted (codegeex2-lsp--get stats "accepted")))
+    (message "CodeGeeX2: %s; suggestions %s, off in %s; shown %d, accepted %d (%s), dismissed %d, %d characters accepted"
+             (codegeex2-lsp--get result "state")
+             (if (codegeex2-lsp--true-p (codegeex2-lsp--get result "enabled")) "on" "off")
+             (mapconcat #'identity (codegeex2-lsp--get result "disabledLanguages") ", ")
+             shown accepted
+             (if (> shown 0) (format "%d%%" (round (* 100.0 accepted) shown)) "-")
+             (codegeex2-lsp--get stats "dismissed")
+             (codegeex2-lsp--get stats "acceptedChars"))
+    result))
 
 (with-eval-after-load 'eglot (codegeex2-lsp--register-eglot))
 (with-eval-after-load 'lsp-mode (codegeex2-lsp--register-lsp-mode))

@@ -8,7 +8,11 @@
 ;; user does, then completes at the position through `completion-at-point-functions':
 ;; the first candidate, as `completion-at-point' would insert it, exit function and
 ;; all.  The server answers empty lists while the model loads, so it asks again until
-;; a deadline.  Everything it saw goes to $CODEGEEX2_TEST_RESULT as JSON.
+;; a deadline.  Then it reads the acceptance count (lsp-mode runs the item's
+;; command when it is inserted; eglot 1.9 does not), turns suggestions off with
+;; `codegeex2-lsp-toggle' (everywhere, then for the buffer's language), asks again,
+;; and reads `codegeex2-lsp-status'.  Everything it saw goes to
+;; $CODEGEEX2_TEST_RESULT as JSON.
 
 ;;; Code:
 
@@ -157,6 +161,42 @@ Returns (FUNCTION BEG END TABLE . PROPS), as `completion-at-point' would use it.
           (accept-process-output nil 0.3))))
     text))
 
+(defun codegeex2-driver-served ()
+  "Requests the server answered from the model or typed-ahead so far."
+  (let ((served (codegeex2-lsp--get (codegeex2-lsp-status) "served")))
+    (+ (codegeex2-lsp--get served "model") (codegeex2-lsp--get served "typed_ahead"))))
+
+(defun codegeex2-driver-served-by-one-request ()
+  "Ask for completions at the position once; how many requests the server served."
+  (let ((before (codegeex2-driver-served)))
+    (goto-char (codegeex2-driver-position))
+    (let ((data (codegeex2-driver-capf)))
+      (and data (codegeex2-driver-candidates (cdr data))))
+    (- (codegeex2-driver-served) before)))
+
+(defun codegeex2-driver-bool (value)
+  "VALUE as JSON true or false: nil would be written as null."
+  (if value t :false))
+
+(defun codegeex2-driver-toggles ()
+  "Read the acceptance count, then toggle everywhere and for the language, and back."
+  (let ((stats (codegeex2-lsp--get (codegeex2-lsp-status) "stats")))
+    (codegeex2-driver-note :accepted (codegeex2-lsp--get stats "accepted")))
+  (codegeex2-driver-note :toggle_off (codegeex2-driver-bool (codegeex2-lsp-toggle)))
+  (codegeex2-driver-note :served_when_off (codegeex2-driver-served-by-one-request))
+  (codegeex2-driver-note
+   :status_enabled
+   (codegeex2-driver-bool
+    (codegeex2-lsp--true-p (codegeex2-lsp--get (codegeex2-lsp-status) "enabled"))))
+  (codegeex2-driver-note :toggle_on (codegeex2-driver-bool (codegeex2-lsp-toggle)))
+  (let ((current-prefix-arg '(4)))
+    (codegeex2-driver-note :language_off (codegeex2-driver-bool (call-interactively #'codegeex2-lsp-toggle))))
+  (codegeex2-driver-note :served_when_language_off (codegeex2-driver-served-by-one-request))
+  (codegeex2-driver-note
+   :disabled (vconcat (codegeex2-lsp--get (codegeex2-lsp-status) "disabledLanguages")))
+  (codegeex2-driver-note :language_on (codegeex2-driver-bool (codegeex2-lsp-toggle (codegeex2-lsp--language-id))))
+  (codegeex2-driver-note :served_when_on (codegeex2-driver-served-by-one-request)))
+
 (condition-case err
     (progn
       (package-initialize)
@@ -174,6 +214,7 @@ Returns (FUNCTION BEG END TABLE . PROPS), as `completion-at-point' would use it.
         (client (error "Unknown client %s" client)))
       (codegeex2-driver-note :connected_ms (codegeex2-driver-elapsed-ms))
       (codegeex2-driver-complete (codegeex2-driver-position))
+      (codegeex2-driver-toggles)
       (codegeex2-driver-finish))
   (error (codegeex2-driver-finish (error-message-string err))))
 

@@ -6,7 +6,9 @@
 --      retrying while the model loads (the server answers empty lists until then);
 --   2. types in insert mode as a user would: append at the position, <C-Space> (the
 --      plugin's mapping on 0.11) to open the completion menu, <C-y> to accept the
---      first item, <Esc>; and records the buffer.
+--      first item, <Esc>; and records the buffer;
+--   3. reads the acceptance count the item's command raised, then runs `:CodeGeeX2 toggle`,
+--      asks again (an empty answer), `:CodeGeeX2 status`, and toggles back.
 -- Everything it saw goes to $CODEGEEX2_TEST_RESULT as JSON; every wait has a deadline.
 
 local env = vim.env
@@ -57,7 +59,55 @@ local function inline_request(client)
   return items
 end
 
-local function popup_completion()
+local function server_status(client)
+  local response = client:request_sync(
+    'workspace/executeCommand',
+    { command = 'codegeex2.status', arguments = {} },
+    left(),
+    0
+  )
+  return response and response.result
+end
+
+--- Runs an Ex command that reports through vim.notify, and returns what it reported.
+local function notified_by(ex_command)
+  local messages = {}
+  local notify = vim.notify
+  vim.notify = function(message)
+    table.insert(messages, message)
+  end
+  vim.cmd(ex_command)
+  local ok = vim.wait(left(), function()
+    return #messages > 0
+  end, 20)
+  vim.notify = notify
+  return ok and messages[1] or nil
+end
+
+--- Requests the model or typed-ahead answered so far.
+local function served(client)
+  local status = server_status(client)
+  return status and (status.served.model + status.served.typed_ahead)
+end
+
+local function toggles(client)
+  -- The accepted item's command went to the server before this request.
+  local status = server_status(client)
+  result.accepted = status and status.stats.accepted
+  result.toggle_off = notified_by('CodeGeeX2 toggle')
+  local before = served(client)
+  local items, err = inline_request(client)
+  result.items_when_off = err or #items
+  result.served_when_off = served(client) - before
+  result.status_message = notified_by('CodeGeeX2 status')
+  result.toggle_on = notified_by('CodeGeeX2 toggle')
+  before = served(client)
+  _, err = inline_request(client)
+  result.served_when_on = err or served(client) - before
+  finish(nil)
+end
+
+local function popup_completion(client)
   local typed_at = uv.now()
   local tries = 0
   local timer = assert(uv.new_timer())
@@ -79,7 +129,7 @@ local function popup_completion()
       callback = vim.schedule_wrap(function()
         result.popup_buffer = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, true), '\n')
         result.timings_ms.popup = uv.now() - typed_at
-        finish(nil)
+        toggles(client)
       end),
     })
     vim.api.nvim_feedkeys(vim.keycode('<C-y><Esc>'), 'm', false)
@@ -149,7 +199,7 @@ local function run()
   result.inline = type(text) == 'table' and text.value or text
   result.timings_ms.inline = elapsed()
 
-  popup_completion()
+  popup_completion(client)
 end
 
 local ok, err = pcall(run)

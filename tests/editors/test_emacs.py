@@ -49,6 +49,22 @@ def run_emacs(directory: Path, model: Path, sample: Sample, client: str) -> Edit
     return run
 
 
+def check_toggles(run: EditorRun) -> None:
+    """codegeex2-lsp-toggle turns suggestions off (no model work) and on, everywhere and for
+    the buffer's language; codegeex2-lsp-status reports the switch."""
+    result = run.result
+    assert result.get("error") is None, run.explain()
+    assert result["toggle_off"] is False, run.explain()
+    assert result["served_when_off"] == 0
+    assert result["status_enabled"] is False
+    assert result["toggle_on"] is True
+    assert result["language_off"] is False
+    assert result["served_when_language_off"] == 0
+    assert "python" in result["disabled"]
+    assert result["language_on"] is True
+    assert result["served_when_on"] == 1
+
+
 def test_eglot_completion_at_point(
     tmp_path: Path, tiny_model_dir: Path, sample_file: Sample, expected_suggestion: str
 ) -> None:
@@ -59,6 +75,9 @@ def test_eglot_completion_at_point(
     assert result["mode"] == "python-mode"
     assert result["capf"] == "eglot-completion-at-point", run.explain()
     assert result["buffer"] == sample_file.with_inserted(expected_suggestion), run.explain()
+    # Eglot 1.9 runs no command when a completion is inserted: nothing is counted.
+    assert result["accepted"] == 0
+    check_toggles(run)
 
 
 def test_lsp_mode_completion(
@@ -72,3 +91,6 @@ def test_lsp_mode_completion(
     assert result["inline"] == expected_suggestion, run.explain()
     assert result["capf"] == "lsp-completion-at-point", run.explain()
     assert result["buffer"] == sample_file.with_inserted(expected_suggestion), run.explain()
+    # lsp-mode runs the inserted item's codegeex2.accept.
+    assert result["accepted"] == 1, run.explain()
+    check_toggles(run)

@@ -69,3 +69,19 @@ def test_completion_menu_inserts_suggestion(
     assert result["popup_items"], neovim_run.explain()
     buffer = result["popup_buffer"] + "\n"
     assert buffer == sample_file.with_inserted(expected_suggestion), neovim_run.explain()
+
+
+def test_accepting_an_item_is_counted(neovim_run: EditorRun) -> None:
+    """Neovim runs the accepted item's command, codegeex2.accept, so the server counts it."""
+    assert neovim_run.result.get("accepted") == 1, neovim_run.explain()
+
+
+def test_toggle_and_status_commands(neovim_run: EditorRun) -> None:
+    """:CodeGeeX2 toggle turns suggestions off (an empty answer, no model work) and back on."""
+    result = neovim_run.result
+    assert result.get("toggle_off") == "CodeGeeX2 suggestions off", neovim_run.explain()
+    assert result["items_when_off"] == 0 and result["served_when_off"] == 0
+    assert "suggestions off" in result["status_message"]
+    assert "accepted 1" in result["status_message"]
+    assert result["toggle_on"] == "CodeGeeX2 suggestions on"
+    assert result["served_when_on"] == 1

@@ -4,6 +4,10 @@
 --   Neovim 0.11:  the completion menu (<C-Space> or <C-x><C-o>), <C-y> accepts;
 --                 an accepted item inserts the whole suggestion, every line of it.
 -- Set vim.g.codegeex2_enable = false before this file runs to keep only the config.
+--
+-- :CodeGeeX2 toggle [language]  suggestions off or on, everywhere or for one language id
+-- :CodeGeeX2 status             the model's state, the switches and the acceptance counts
+-- :CodeGeeX2 log                the LSP log, where the server's messages go
 
 if vim.g.loaded_codegeex2 or vim.fn.has('nvim-0.11') == 0 then
   return
@@ -87,6 +91,82 @@ local function use_completion_menu(client, bufnr)
 end
 
 vim.lsp.enable('codegeex2')
+
+--- Runs one of the server's commands on the running codegeex2 client.
+---@param command string
+---@param arguments table
+---@param on_result fun(result: any)
+local function server_command(command, arguments, on_result)
+  local client = vim.lsp.get_clients({ name = 'codegeex2' })[1]
+  if not client then
+    vim.notify('CodeGeeX2: the server is not running', vim.log.levels.WARN)
+    return
+  end
+  client:request('workspace/executeCommand', { command = command, arguments = arguments }, function(err, result)
+    if err then
+      vim.notify(('CodeGeeX2: %s failed: %s'):format(command, err.message), vim.log.levels.ERROR)
+    else
+      on_result(result)
+    end
+  end)
+end
+
+---@param counts table
+---@return string
+local function describe_counts(counts)
+  local rate = counts.shown > 0 and ('%d%%'):format(math.floor(100 * counts.accepted / counts.shown + 0.5)) or '-'
+  return ('shown %d, accepted %d (%s), dismissed %d, %d characters accepted'):format(
+    counts.shown,
+    counts.accepted,
+    rate,
+    counts.dismissed,
+    counts.acceptedChars
+  )
+end
+
+local subcommands = {
+  toggle = function(language)
+    local arguments = language and { { languageId = language } } or {}
+    server_command('codegeex2.toggle', arguments, function(result)
+      local where = result.languageId and (' for ' .. result.languageId) or ''
+      vim.notify(('CodeGeeX2 suggestions %s%s'):format(result.enabled and 'on' or 'off', where))
+    end)
+  end,
+  status = function()
+    server_command('codegeex2.status', {}, function(result)
+      vim.notify(table.concat({
+        ('CodeGeeX2: %s%s'):format(result.state, result.description ~= '' and (' (' .. result.description .. ')') or ''),
+        ('suggestions %s; off in: %s'):format(
+          result.enabled and 'on' or 'off',
+          table.concat(result.disabledLanguages, ', ')
+        ),
+        describe_counts(result.stats),
+      }, '\n'))
+    end)
+  end,
+  log = function()
+    vim.cmd.tabedit(vim.fn.fnameescape(vim.lsp.get_log_path()))
+  end,
+}
+
+api.nvim_create_user_command('CodeGeeX2', function(command)
+  local name, argument = command.fargs[1], command.fargs[2]
+  local run = subcommands[name]
+  if not run then
+    vim.notify('CodeGeeX2: use :CodeGeeX2 toggle [language], status or log', vim.log.levels.ERROR)
+    return
+  end
+  run(argument)
+end, {
+  nargs = '+',
+  desc = 'CodeGeeX2: toggle [language], status, log',
+  complete = function(_, line)
+    if #vim.split(line, '%s+', { trimempty = true }) <= 2 then
+      return { 'toggle', 'status', 'log' }
+    end
+    return {}
+  end,
+})
 
 api.nvim_create_autocmd('LspAttach', {
   group = api.nvim_create_augroup('codegeex2', { clear = true }),

@@ -1,5 +1,6 @@
 // Drives code-server in headless Chromium: open the sample file, type, wait for the model's
-// ghost text, accept it with Tab, save, and check the file on disk. Called by e2e.sh, which
+// ghost text, accept it with Tab, save, and check the file on disk and that the accept was
+// counted; toggle suggestions off and on from the status bar menu. Called by e2e.sh, which
 // sets everything up; the environment variables below are its interface.
 //
 // Exit code 0 and a JSON line with timings on success; 1 with the reason otherwise.
@@ -22,6 +23,7 @@ const expectedFile = env('E2E_EXPECTED'); // the sample's text after accepting t
 const artifacts = env('E2E_ARTIFACTS'); // screenshots go here
 const chromiumPath = env('E2E_CHROMIUM');
 const userSettings = env('E2E_USER_SETTINGS'); // code-server's User/settings.json
+const statsFile = env('E2E_STATS'); // the server's acceptance counts, in the state directory
 const typed = process.env.E2E_TYPED ?? ' ';
 const readyTimeout = Number(process.env.E2E_READY_TIMEOUT_MS ?? 180_000);
 const ghostTimeout = Number(process.env.E2E_GHOST_TIMEOUT_MS ?? 90_000);
@@ -148,6 +150,33 @@ async function setSetting(id, value) {
   return previous;
 }
 
+/** Waits until the acceptance counts on disk say `accepted` (the server writes them within seconds). */
+async function waitForAccepted(accepted, timeout) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = JSON.parse(fs.readFileSync(statsFile, 'utf8'));
+    } catch {
+      last = undefined;
+    }
+    if (last?.accepted === accepted) {
+      return last;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the stats file never counted ${accepted} accepted (it has ${JSON.stringify(last)})`);
+    }
+    await page.waitForTimeout(250);
+  }
+}
+
+/** Picks `entry` from the menu the status bar item opens, and waits for the toggle's message. */
+async function toggleFromMenu(status, entry, message) {
+  await status.click();
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: entry }).first().click();
+  await page.locator('.statusbar-item', { hasText: message }).first().waitFor({ timeout: 15_000 });
+}
+
 async function runCommand(title) {
   await page.keyboard.press('F1');
   const input = page.locator('.quick-input-widget input');
@@ -244,13 +273,26 @@ try {
   }
   mark('file checked');
 
+  // Tab ran the item's codegeex2.accept: the server counted it and wrote it down.
+  const stats = await waitForAccepted(1, 30_000);
+  console.log(`stats: ${JSON.stringify({ shown: stats.shown, accepted: stats.accepted, acceptedChars: stats.acceptedChars })}`);
+  mark('accept counted');
+
+  // The status bar menu toggles suggestions off and on again; the server answers the state.
+  await toggleFromMenu(status, 'Toggle suggestions everywhere', 'CodeGeeX2 suggestions off');
+  await shot('4-toggled-off');
+  await toggleFromMenu(status, 'Toggle suggestions everywhere', 'CodeGeeX2 suggestions on');
+  await toggleFromMenu(status, 'Toggle suggestions for python', 'CodeGeeX2 suggestions off for python');
+  await toggleFromMenu(status, 'Toggle suggestions for python', 'CodeGeeX2 suggestions on for python');
+  mark('toggled');
+
   // A settings change, made in the Settings editor as a user would, reaches the server: a
   // device this machine does not have turns the item red. (The model is a machine setting,
   // which the User tab of a remote window does not apply.)
   const goodDevice = await setSetting('codegeex2.device', 'cuda:9');
   await waitForStatus(status, 'error', 60_000);
   console.log(`error tooltip: ${JSON.stringify(await status.getAttribute('aria-label'))}`);
-  await shot('4-load-error');
+  await shot('5-load-error');
   mark('load error shown');
 
   // Back to the good device, then the restart command from the palette brings it back.
@@ -271,7 +313,7 @@ try {
 
   await runCommand('CodeGeeX2: Show Log');
   await page.locator('.part.panel .monaco-editor', { hasText: 'Status: ready' }).first().waitFor({ timeout: 15_000 });
-  await shot('5-log');
+  await shot('6-log');
   mark('log shown');
 } catch (error) {
   failure = error;

@@ -8,7 +8,9 @@
 # playwright-core) into a cache that later runs reuse, builds the .vsix, installs it into a
 # fresh code-server profile, opens a Python file, types, waits for the ghost text, presses
 # Tab, saves, and checks the saved file equals the sample with the server's suggestion
-# inserted. Prints PASS or FAIL with timings; screenshots and logs go to editors/vscode/.e2e/.
+# inserted and that the accept was counted in the state directory, then toggles suggestions
+# off and on from the status bar menu. Prints PASS or FAIL with timings; screenshots and logs
+# go to editors/vscode/.e2e/.
 #
 # Environment: PYTHON (an interpreter with codegeex2-lsp installed; default: the
 # repository's .venv), CODEGEEX2_E2E_CACHE (default: ~/.cache/codegeex2-lsp-e2e).
@@ -176,6 +178,8 @@ ls "$extensions" | grep -q '^codegeex2-lsp\.codegeex2-' || fail "the extension i
 
 step "start code-server"
 port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The server's acceptance counts go to a state directory of the test's own.
+export XDG_STATE_HOME=$artifacts/state
 PATH=$node24/bin:$PATH setsid "$code_server" --config "$cs_config" --bind-addr "127.0.0.1:$port" --auth none \
   --disable-telemetry --disable-update-check --disable-workspace-trust \
   --disable-getting-started-override --user-data-dir "$user_data" --extensions-dir "$extensions" \
@@ -194,6 +198,7 @@ driver_rc=0
 E2E_URL="http://127.0.0.1:$port/?folder=$project" E2E_SAMPLE="$project/sample.py" \
   E2E_EXPECTED="$artifacts/expected.py" E2E_ARTIFACTS="$artifacts" E2E_CHROMIUM="$chromium_bin" \
   E2E_NODE_MODULES="$driver_modules" E2E_TYPED="$typed" E2E_USER_SETTINGS="$user_data/User/settings.json" \
+  E2E_STATS="$XDG_STATE_HOME/codegeex2-lsp/stats.json" \
   timeout 420 node "$here/scripts/e2e-driver.mjs" || driver_rc=$?
 drive=$((SECONDS - step_start))
 
@@ -201,7 +206,7 @@ drive=$((SECONDS - step_start))
 find "$user_data/logs" -name '*CodeGeeX2*' -exec cp {} "$artifacts/" \; 2>/dev/null || true
 
 if ((driver_rc == 0)); then
-  echo "PASS: ghost text shown and accepted with Tab (set-up ${startup} s, in the editor ${drive} s, total $((SECONDS - t0)) s)"
+  echo "PASS: ghost text shown, accepted with Tab and counted, toggles answered (set-up ${startup} s, in the editor ${drive} s, total $((SECONDS - t0)) s)"
 else
   fail "the editor check failed (exit $driver_rc)"
 fi

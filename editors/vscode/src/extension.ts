@@ -2,6 +2,7 @@
 
 import * as vscode from 'vscode';
 
+import { describeToggle, menuEntries } from './menu';
 import { ServerController } from './server';
 import { describeStatus, StatusTracker, statusView, type Status } from './status';
 
@@ -12,7 +13,7 @@ export function activate(context: vscode.ExtensionContext): void {
 
   const item = vscode.window.createStatusBarItem('codegeex2.status', vscode.StatusBarAlignment.Right, 100);
   item.name = 'CodeGeeX2';
-  item.command = 'codegeex2.showLog';
+  item.command = 'codegeex2.showMenu';
   let lastKind: Status['kind'] | undefined;
   const render = (status: Status): void => {
     // State changes go to the log too (not every percentage), so a bug report shows the order.
@@ -31,12 +32,40 @@ export function activate(context: vscode.ExtensionContext): void {
 
   controller = new ServerController(output, tracker);
   const server = controller;
+  // The server's own commands (codegeex2.toggle, codegeex2.accept, codegeex2.status) are
+  // registered by the language client; these put them in the palette and the menu.
+  // The newest toggle's message replaces the one before, so the status bar never shows both.
+  let toggleMessage: vscode.Disposable | undefined;
+  const toggle = async (args: unknown[]): Promise<void> => {
+    try {
+      const message = describeToggle(await server.executeCommand('codegeex2.toggle', args));
+      output.info(message ?? 'The server gave no state for the toggle.');
+      if (message !== null) {
+        toggleMessage?.dispose();
+        toggleMessage = vscode.window.setStatusBarMessage(message, 10_000);
+      }
+    } catch (error) {
+      void vscode.window.showErrorMessage(`CodeGeeX2: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
   context.subscriptions.push(
     output,
     item,
     server,
     vscode.commands.registerCommand('codegeex2.showLog', () => output.show(true)),
     vscode.commands.registerCommand('codegeex2.restartServer', () => server.restart()),
+    vscode.commands.registerCommand('codegeex2.toggleSuggestions', () => toggle([])),
+    vscode.commands.registerCommand('codegeex2.toggleLanguage', () => {
+      const languageId = vscode.window.activeTextEditor?.document.languageId;
+      return languageId === undefined ? toggle([]) : toggle([{ languageId }]);
+    }),
+    vscode.commands.registerCommand('codegeex2.showMenu', async () => {
+      const entries = menuEntries(vscode.window.activeTextEditor?.document.languageId);
+      const picked = await vscode.window.showQuickPick(entries, { title: 'CodeGeeX2' });
+      if (picked !== undefined) {
+        await vscode.commands.executeCommand(picked.command);
+      }
+    }),
   );
   void server.start();
 }

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as vscode from 'vscode';
 import {
   DidChangeConfigurationNotification,
+  ExecuteCommandRequest,
   LanguageClient,
   MessageType,
   ShowMessageNotification,
@@ -49,6 +50,15 @@ export class ServerController implements vscode.Disposable {
 
   stop(): Promise<void> {
     return this.enqueue(() => this.stopClient());
+  }
+
+  /** Runs one of the server's commands (`workspace/executeCommand`); throws when it is not running. */
+  async executeCommand(command: string, args: unknown[]): Promise<unknown> {
+    const client = this.client;
+    if (client === undefined || !client.isRunning()) {
+      throw new Error('the server is not running');
+    }
+    return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: args });
   }
 
   dispose(): void {

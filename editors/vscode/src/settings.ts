@@ -31,6 +31,9 @@ export const SERVER_SETTING_KEYS = [
   'servedModel',
   'requestTimeoutMs',
   'sharedIdleMinutes',
+  'enable',
+  'disabledLanguages',
+  'exclude',
 ] as const;
 
 export type ServerSettingKey = (typeof SERVER_SETTING_KEYS)[number];

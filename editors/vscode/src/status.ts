@@ -140,7 +140,7 @@ export function describeStatus(status: Status): string {
 }
 
 function tooltip(detail: string): string {
-  return `${NAME}: ${detail}\nClick for the log.`;
+  return `${NAME}: ${detail}\nClick for the menu.`;
 }
 
 // A progress title that is just our name (a common choice) would repeat the tooltip's prefix.

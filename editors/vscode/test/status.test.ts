@@ -94,7 +94,7 @@ test('views: spinner with percentage while loading, error background, log in eve
   assert.equal(error.background, 'statusBarItem.errorBackground');
   assert.match(error.tooltip, /Model not found\./);
   for (const kind of ['stopped', 'starting', 'ready'] as const) {
-    assert.match(statusView({ kind }).tooltip, /Click for the log/);
+    assert.match(statusView({ kind }).tooltip, /Click for the menu/);
     assert.equal(statusView({ kind }).background, undefined);
   }
 });
@@ -108,7 +108,7 @@ test('log lines name the state and its detail', () => {
 test('a progress title that is only the name is not repeated', () => {
   assert.equal(
     statusView({ kind: 'loading', title: 'CodeGeeX2', message: 'Reading the tokenizer' }).tooltip,
-    'CodeGeeX2: Reading the tokenizer\nClick for the log.',
+    'CodeGeeX2: Reading the tokenizer\nClick for the menu.',
   );
   assert.match(statusView({ kind: 'loading', title: 'CodeGeeX2' }).tooltip, /^CodeGeeX2: loading the model\n/);
 });
