@@ -68,6 +68,12 @@ async def running_server(
         await asyncio.wait_for(client.stop(), READY_TIMEOUT)
 
 
+def remote_flags(model_dir: Path, url: str) -> tuple[str, ...]:
+    """The server on the openai backend at ``url``, with ``model_dir``'s tokenizer."""
+    return ("--model", str(model_dir), "--backend", "openai", "--server-url", url,
+            "--debounce-ms", "0")  # fmt: skip
+
+
 async def status(client: LanguageClient) -> dict[str, Any]:
     result = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="codegeex2.status")

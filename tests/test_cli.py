@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +17,9 @@ from codegeex2_lsp import __version__
 from codegeex2_lsp.postprocess import make_context, postprocess
 from tests.lsp_support import Reference
 from tests.rpc_client import RawClient
+from tests.support import SOURCE, free_port
 
 pytestmark = pytest.mark.slow
-
-SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -132,12 +130,6 @@ def test_complete_errors_go_to_stderr_with_a_non_zero_exit(
     assert result.stdout == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def tcp_server_command(port: int, model_dir: Path, *extra: str) -> list[str]:
     """The server on the tiny model, serving TCP on ``port``."""
     serve = ["-m", "codegeex2_lsp", "--tcp", "--port", str(port), "--model", str(model_dir)]
@@ -145,7 +137,7 @@ def tcp_server_command(port: int, model_dir: Path, *extra: str) -> list[str]:
 
 
 async def test_tcp_serves_lsp_on_loopback(tiny_model_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         tcp_server_command(port, tiny_model_dir),
         stdout=subprocess.PIPE,
@@ -205,7 +197,7 @@ async def test_over_tcp_a_request_is_answered_for_the_text_it_was_sent_for(
 ) -> None:
     """A request and an edit right behind it reach the server in one piece, as a socket
     delivers a burst: the request is answered for the text it was sent for."""
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         *tcp_server_command(port, tiny_model_dir, "--debounce-ms", "0"),
         stdout=asyncio.subprocess.DEVNULL,

@@ -6,16 +6,17 @@ from pathlib import Path, PureWindowsPath
 
 import pytest
 
+from codegeex2_lsp.completion import languages
 from codegeex2_lsp.completion.languages import (
     UPSTREAM_TAGS,
     canonical_language_id,
     language_id_for_path,
     tag_line,
 )
-from codegeex2_lsp.completion.pipeline import languages
 
-# The model's own tag list, kept beside the repository as an independent reference.
-MODEL_TAGS_FILE = Path(__file__).parents[2] / "shared" / "reference" / "language_tags.tsv"
+# The model's own tag list, copied verbatim from upstream into the test data: an independent
+# reference the package's table is checked against.
+MODEL_TAGS_FILE = Path(__file__).parent / "data" / "language_tags.tsv"
 
 
 def _model_tags() -> dict[str, str]:
