@@ -104,7 +104,6 @@ def serve_command(argv: Sequence[str]) -> int:
     server = create_server(settings)
     log.info("codegeex2-lsp %s starting", __version__)
     if args.tcp:
-        log.info("serving LSP on %s:%d", args.host, args.port)
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
