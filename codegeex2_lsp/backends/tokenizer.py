@@ -76,14 +76,11 @@ class ChatGLM2Tokenizer:
         up to exactly ``decode(all generated ids)`` (once the last character is complete),
         because a character split across byte pieces is emitted by the call that completes it.
         """
-        context = bytearray()
-        for token in reversed(context_ids):
-            if len(context) >= _MAX_UTF8_LEN:
-                break
-            context[:0] = self._ids_bytes((token,))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        decoder.decode(bytes(context), final=False)
-        return decoder.decode(self._ids_bytes(ids), final=False)
+        return self.text_after(context_ids).add(ids)
+
+    def text_after(self, context_ids: Sequence[int]) -> TextStream:
+        """A decoder for ids generated after ``context_ids``, fed as they come."""
+        return TextStream(self, context_ids)
 
     def suppressed_ids(self, vocab_size: int) -> list[int]:
         """Ids generation must never produce: unk, bos, the specials and embedding padding rows.
@@ -93,3 +90,26 @@ class ChatGLM2Tokenizer:
         """
         banned = [self.unk_id, self.bos_id, *range(self.piece_count, vocab_size)]
         return [i for i in banned if i < vocab_size]
+
+
+class TextStream:
+    """The text of generated ids, fed a few at a time: each id's bytes are decoded once.
+
+    Re-decoding every generated id at every token would cost time growing with the answer;
+    an incremental UTF-8 decoder holds back only an unfinished character. Its start is found
+    in the last few bytes of the context, so the first piece decodes as it would after them.
+    """
+
+    def __init__(self, tokenizer: ChatGLM2Tokenizer, context_ids: Sequence[int]) -> None:
+        self._tokenizer = tokenizer
+        context = bytearray()
+        for token in reversed(context_ids):
+            if len(context) >= _MAX_UTF8_LEN:
+                break
+            context[:0] = tokenizer._ids_bytes((token,))
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder.decode(bytes(context), final=False)
+
+    def add(self, ids: Sequence[int]) -> str:
+        """The text ``ids`` complete, after all the ids added before."""
+        return self._decoder.decode(self._tokenizer._ids_bytes(ids), final=False)
