@@ -198,6 +198,14 @@ class LspText:
         self._last_offset = (key, offset)
         return offset
 
+    def holds(self, line: int, character: int, encoding: PositionEncoding) -> bool:
+        """Whether the position is in the text as it is: no clamping, as :meth:`offset` does
+        for a client's stale positions, for a position the user typed."""
+        if line < 0 or character < 0 or line >= self.line_count:
+            return False
+        start = self.line_start(line)
+        return character <= units(self.slice(start, self.line_end(start)), encoding)
+
     def _offset(self, line: int, character: int, encoding: PositionEncoding) -> int:
         if line >= self.line_count:
             return self._length
