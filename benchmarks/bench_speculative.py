@@ -50,11 +50,11 @@ from transformers import DynamicCache
 
 from codegeex2_lsp.backends.drafting import DRAFT_TOKENS, LONGEST_MATCH, SHORTEST_MATCH, Drafter
 from codegeex2_lsp.backends.generation import SamplingParams
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.decoding import decode
 from codegeex2_lsp.backends.local.inference import LocalModel
 from codegeex2_lsp.backends.local.kvcache import StaticDecoder
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.testing import TINY_CORPUS, train_tokenizer, write_tiny_model
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -178,7 +178,7 @@ def _greedy_on_random_weights(model: Any, name: str, args: argparse.Namespace) -
     with tempfile.TemporaryDirectory() as directory:
         tokenizer_file = Path(directory) / "tokenizer.model"
         tokenizer_file.write_bytes(train_tokenizer())
-        local = LocalModel(model, load_tokenizer(Path(directory)))
+        local = LocalModel(model, read_tokenizer(Path(directory)))
     prompt = [*local.tokenizer.prefix_ids, *local.tokenizer.encode(TINY_CORPUS[:4000])]
     prompt = prompt[: args.prompt]
     plain = SamplingParams(max_new_tokens=args.greedy_tokens)
@@ -500,7 +500,7 @@ def e2e(args: argparse.Namespace) -> None:
         model_dir = write_tiny_model(Path(directory), seed=args.seed, num_layers=args.layers)
         model = LocalModel(
             load_model(model_dir, device=torch.device("cpu"), dtype=torch.float32),
-            load_tokenizer(model_dir),
+            read_tokenizer(model_dir),
         )
     rng = random.Random(0)
     prompts = []
@@ -558,7 +558,7 @@ def identity(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as directory:
             model_dir = write_tiny_model(Path(directory), seed=seed)
             weights = load_model(model_dir, device=device, dtype=torch.float32)
-            tokenizer = load_tokenizer(model_dir)
+            tokenizer = read_tokenizer(model_dir)
         reference = LocalModel(weights, tokenizer)
         plain = SamplingParams(max_new_tokens=args.tokens)
         prompts = []
@@ -572,7 +572,7 @@ def identity(args: argparse.Namespace) -> None:
         for mode in args.modes.split(","):
             model = LocalModel(weights, tokenizer)
             started = time.perf_counter()
-            model.configure_decode(mode, 2048)  # type: ignore[arg-type]
+            model.set_decode_mode(mode, 2048)  # type: ignore[arg-type]
             ready_s = time.perf_counter() - started
             speculative = dataclasses.replace(plain, speculative=True)
             same = 0

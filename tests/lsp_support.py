@@ -19,8 +19,8 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities
 from pytest_lsp.client import make_test_lsp_client
 
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 
 READY_TIMEOUT = 60.0
 
@@ -180,7 +180,7 @@ class Reference:
     """The tiny model's greedy continuation, computed without the engine."""
 
     def __init__(self, model_dir: Path) -> None:
-        self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer = read_tokenizer(model_dir)
         self.model = load_model(model_dir, device=torch.device("cpu"), dtype=torch.float32)
 
     @torch.inference_mode()

@@ -16,13 +16,19 @@ import codecs
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import sentencepiece as spm
+
+from codegeex2_lsp.errors import LoadError
 
 logger = logging.getLogger(__name__)
 
 # SentencePiece's stand-in for a space inside pieces.
 _SPACE_SYMBOL = "\u2581"
+
+TOKENIZER_FILE = "tokenizer.model"
+"""The tokenizer's file in a checkpoint directory (and on the hub)."""
 
 # UTF-8 sequences are at most four bytes long: this many bytes of context always hold the start
 # of any character the continuation might finish.
@@ -90,6 +96,21 @@ class ChatGLM2Tokenizer:
         """
         banned = [self.unk_id, self.bos_id, *range(self.piece_count, vocab_size)]
         return [i for i in banned if i < vocab_size]
+
+
+def read_tokenizer(
+    directory: Path, missing_hint: str = "the download is incomplete; download the model again"
+) -> ChatGLM2Tokenizer:
+    """The ``tokenizer.model`` in ``directory``; ``missing_hint`` says what to do without one."""
+    path = directory / TOKENIZER_FILE
+    if not path.is_file():
+        raise LoadError(f"{directory} has no {TOKENIZER_FILE}", missing_hint)
+    try:
+        return ChatGLM2Tokenizer(path)
+    except (OSError, RuntimeError) as error:
+        raise LoadError(
+            f"cannot read {path}: {error}", "the file is damaged; download it again"
+        ) from error
 
 
 class TextStream:

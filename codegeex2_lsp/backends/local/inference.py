@@ -127,11 +127,11 @@ class LocalModel:
         if mode != "dynamic" and self.decode != mode:
             progress("Compiling the decode step")
         try:
-            self.configure_decode(mode, context_tokens)
+            self.set_decode_mode(mode, context_tokens)
         except Exception:
             # A compiler that fails must not cost the user their completions.
             log.exception("preparing %s decode failed; decoding without it", mode)
-            self.configure_decode("dynamic", context_tokens)
+            self.set_decode_mode("dynamic", context_tokens)
 
     def status(self) -> dict[str, Any]:
         """The decode path, speculation's counters and the KV memory kept for prefix reuse."""
@@ -142,7 +142,7 @@ class LocalModel:
         }
 
     @torch.inference_mode()
-    def configure_decode(self, mode: DecodeMode, context_tokens: int) -> None:
+    def set_decode_mode(self, mode: DecodeMode, context_tokens: int) -> None:
         """Switch the decode path; a static one holds ``context_tokens`` and is warmed up now.
 
         Compiling takes seconds to minutes, so it belongs to loading or to a settings change,
