@@ -28,6 +28,11 @@ CHUNK = 8192
 _BREAK = re.compile(r"\r\n|\r|\n")
 
 
+def lf_breaks(text: str) -> str:
+    """``text`` with each of LSP's line breaks as ``\\n``, for reading its lines by ``\\n``."""
+    return _BREAK.sub("\n", text)
+
+
 def _count_breaks(chunk: str) -> int:
     return chunk.count("\n") + chunk.count("\r") - chunk.count("\r\n")
 
