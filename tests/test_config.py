@@ -108,7 +108,19 @@ def test_load_spec_holds_what_a_load_depends_on() -> None:
     settings = Settings(
         model="/models/cg2", device="cuda:1", dtype="float16", quantize="int4", num_gpus=2
     )
-    assert settings.load_spec() == LoadSpec("/models/cg2", "cuda:1", "float16", "int4", 2)
+    defaults = Settings()
+    assert settings.load_spec() == LoadSpec(
+        model="/models/cg2",
+        device="cuda:1",
+        dtype="float16",
+        quantize="int4",
+        num_gpus=2,
+        backend="local",
+        server_url=defaults.server_url,
+        served_model=defaults.served_model,
+        request_timeout_ms=defaults.request_timeout_ms,
+        shared_idle_minutes=defaults.shared_idle_minutes,
+    )
 
 
 def test_load_spec_changes_only_with_load_settings() -> None:

@@ -20,7 +20,7 @@ from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.completion.pipeline import CompletionRequest, generate, prepare
 from codegeex2_lsp.completion.prompt import LineTokenCache
 from codegeex2_lsp.completion.scheduler import BURST_HOLD, Scheduler
-from codegeex2_lsp.settings.fields import LoadSpec, Settings
+from codegeex2_lsp.settings.fields import Settings
 from tests.support import SOURCE
 
 URI = "file:///project/app.py"
@@ -64,7 +64,7 @@ def engine(tiny_model_dir: Path) -> Iterator[Engine]:
     engine = Engine()
     ready = threading.Event()
     engine.load(
-        LoadSpec(str(tiny_model_dir), "cpu", "float32"),
+        Settings(model=str(tiny_model_dir), device="cpu", dtype="float32").load_spec(),
         LoadListener(on_ready=lambda description: ready.set()),
     )
     assert ready.wait(120)
@@ -331,3 +331,19 @@ async def test_a_burst_of_typing_reaches_the_model_once(engine: Engine) -> None:
     assert answer == expected
     assert scheduler.served.debounced == len(typed)
     assert engine.counters.completed == before + 1
+
+
+async def test_forgetting_a_document_stops_its_work(engine: Engine) -> None:
+    scheduler = Scheduler(engine, FakeClock())
+    dropped = engine.counters.dropped
+    gate = Gate(engine)
+    waiting = ask(scheduler, request_at(engine, SOURCE, invoked=True), invoked=True)
+    while scheduler.waiting(URI) < 1:
+        await asyncio.sleep(0)
+    scheduler.forget(URI)
+    assert scheduler.waiting(URI) == 0
+    await gate.open()
+    assert await waiting == []
+    # Work is taken in order: once this has run, the engine has freed the document too.
+    await asyncio.wrap_future(engine.submit("\0after", lambda model, cancelled: None).future)
+    assert engine.counters.dropped == dropped + 1

@@ -18,7 +18,7 @@ from codegeex2_lsp.backends.generation import Cancelled, CompletionModel, Sampli
 from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.completion.prompt import LineTokenCache, build_prompt
-from codegeex2_lsp.settings.fields import LoadSpec
+from codegeex2_lsp.settings.fields import Settings
 from tests.lsp_support import (
     ask_inline,
     inline,
@@ -193,7 +193,7 @@ def test_superseded_work_waiting_in_the_queue_is_never_prefilled(tiny_model_dir:
     engine = Engine()
     ready = threading.Event()
     engine.load(
-        LoadSpec(str(tiny_model_dir), "cpu", "float32"),
+        Settings(model=str(tiny_model_dir), device="cpu", dtype="float32").load_spec(),
         LoadListener(on_ready=lambda description: ready.set()),
     )
     assert ready.wait(60)

@@ -277,10 +277,14 @@ class Scheduler:
             state.shown.clear()
 
     def forget(self, key: str) -> None:
-        """A closed document: stop its work and drop its state."""
-        state = self._documents.pop(key, None)
-        if state is not None and state.flight is not None:
-            state.flight.ticket.cancel()
+        """A closed document: drop its state, and have the engine free what it keeps for it.
+
+        The engine's request to free supersedes the document's work like any newer work for
+        the key, so the newest-wins rule that stops it is the engine's, in one place.
+        """
+        self._documents.pop(key, None)
+        if self.engine.model is not None:
+            self.engine.forget(key)
 
 
 def _debounce_seconds(debounce_ms: int, gap: float, burst: bool) -> float:

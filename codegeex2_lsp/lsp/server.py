@@ -256,8 +256,6 @@ class CodeGeeX2Server(SafeLanguageServer):
     def forget(self, uri: str) -> None:
         """A closed document: stop its work and drop its state."""
         self.scheduler.forget(uri)
-        if self.engine.model is not None:
-            self.engine.forget(uri)
 
     def status(self) -> dict[str, Any]:
         model = self.engine.model
