@@ -1,7 +1,10 @@
 """Which requests of a document reach the model, and when: the server's per-document policy.
 
 The newest request for a document wins; an older one is answered with an empty result, never
-late with stale text, and at once if it is still waiting out its debounce. An automatic
+late with stale text, and at once if it is still waiting out its debounce. Which *answer* is
+given is decided here; which *work* runs is the engine's rule (newer work for a document
+supersedes older work, :meth:`Engine.submit`), so this module never second-guesses it: it
+only stops work early, through the work's ticket, when no request can use its answer. An automatic
 request waits ``debounceMs`` first, longer in a burst of typing. When the user types (or
 deletes) along a suggestion already shown, the rest of it is answered at once, without the
 model. Identical requests share one piece of model work.
