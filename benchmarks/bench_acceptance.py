@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import random
 import sys
@@ -75,30 +74,8 @@ def _lines(paths: Sequence[Path]) -> Iterator[str]:
 
 def _code_tokenizer(vocab: int, paths: Sequence[Path]) -> spm.SentencePieceProcessor:
     """A SentencePiece BPE trained on code as the tiny one is, but with a realistic vocabulary."""
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=_lines(paths),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=vocab,
-        character_coverage=1.0,
-        byte_fallback=True,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        max_sentencepiece_length=16,
-        input_sentence_size=TRAINING_LINES,
-        shuffle_input_sentence=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
-    return spm.SentencePieceProcessor(model_proto=model.getvalue())
+    trained = train_tokenizer(vocab, _lines(paths), sample=TRAINING_LINES)
+    return spm.SentencePieceProcessor(model_proto=trained)
 
 
 class _TruthSteps:
