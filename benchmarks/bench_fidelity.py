@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.loader import load_model
 from codegeex2_lsp.backends.local.quantize import QuantLinear
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.testing import codegeex2_6b_shape, write_tiny_model
 
 CORPUS = Path(__file__).with_name("corpus")
@@ -41,7 +41,7 @@ CONFIGS = {
 
 def prompt_ids(model_dir: Path, tokens: int) -> list[int]:
     """Real code from the benchmark corpus, all languages in turn, cut to ``tokens`` ids."""
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = read_tokenizer(model_dir)
     ids: list[int] = list(tokenizer.prefix_ids)
     for path in sorted(CORPUS.iterdir()):
         ids += tokenizer.encode(path.read_text(encoding="utf-8"))

@@ -243,13 +243,13 @@ def load_ours(path: Path, threads: int, speculative: bool, dtype: str) -> tuple[
     import codegeex2_lsp
     from codegeex2_lsp.backends.generation import SamplingParams
     from codegeex2_lsp.backends.local.loader import load_local
-    from codegeex2_lsp.settings.fields import LoadSpec
+    from codegeex2_lsp.settings.fields import Settings
 
     torch.set_num_threads(threads)
     # A converted checkpoint loads as stored; the float16 one is asked for in bfloat16.
-    spec = LoadSpec(str(path))
+    spec = Settings(model=str(path)).load_spec()
     if dtype == "bf16":
-        spec = LoadSpec(str(path), dtype="bfloat16", quantize="none")
+        spec = Settings(model=str(path), dtype="bfloat16", quantize="none").load_spec()
     model, description = load_local(spec)
 
     def run(ids: list[int], n: int) -> list[float]:

@@ -42,7 +42,7 @@ from codegeex2_lsp.completion.pipeline import (
     prepare,
 )
 from codegeex2_lsp.completion.prompt import LineTokenCache
-from codegeex2_lsp.settings.fields import LoadSpec, Settings
+from codegeex2_lsp.settings.fields import Settings
 from codegeex2_lsp.testing import write_tiny_model
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(max_new_tokens=args.max_new_tokens, multiline=args.multiline, candidates=1)
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.model or str(write_tiny_model(Path(scratch) / "tiny"))
-        model, _ = load_local(LoadSpec(directory, "cpu", "float32"))
+        model, _ = load_local(Settings(model=directory, device="cpu", dtype="float32").load_spec())
         tallies = run(model, settings, args.every)
     total = Tally()
     for language, tally in tallies.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 from codegeex2_lsp import __version__
 from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, Settings
-from codegeex2_lsp.settings.sources import add_arguments, from_arguments
+from codegeex2_lsp.settings.sources import add_arguments, for_command_line, from_arguments
 
 log = logging.getLogger("codegeex2_lsp")
 
@@ -83,10 +83,14 @@ def _setup_logging(args: argparse.Namespace, stderr_level: str | None = None) ->
         log.addHandler(handler)
 
 
+def _fail(error: LoadError) -> None:
+    print(f"codegeex2-lsp: {for_command_line(f'{error.message}. {error.hint}')}", file=sys.stderr)
+
+
 def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
     update = from_arguments(args)
     if update.errors:
-        parser.error("; ".join(update.errors))
+        parser.error(for_command_line("; ".join(update.errors)))
     return update.settings
 
 
@@ -107,12 +111,20 @@ def serve_command(argv: Sequence[str]) -> int:
     # stderr would show every line twice, so stderr keeps only warnings and errors.
     _setup_logging(args, stderr_level=None if args.tcp else "WARNING")
 
+    if not args.tcp and sys.stdin.isatty():
+        # A person at a terminal, not an editor: say what the silence is waiting for.
+        print(
+            "codegeex2-lsp: waiting for an LSP client on stdin; editors start this server "
+            "themselves (see --help for commands to run by hand). Ctrl-C ends it.",
+            file=sys.stderr,
+            flush=True,
+        )
+
     from codegeex2_lsp.lsp.server import create_server
 
     server = create_server(settings)
     log.info("codegeex2-lsp %s starting", __version__)
     if args.tcp:
-        log.info("serving LSP on %s:%d", args.host, args.port)
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
@@ -132,7 +144,7 @@ def complete_command(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--character", type=int, required=True, help="0-based UTF-16 character, as in LSP"
     )
-    parser.add_argument("--language", help="LSP language id (default: guessed from the extension)")
+    parser.add_argument("--language", help="LSP language id (default: from the file name)")
     parser.add_argument(
         "--raw", action="store_true", help="print the model's text before post-processing"
     )
@@ -142,30 +154,37 @@ def complete_command(argv: Sequence[str]) -> int:
     _setup_logging(args, stderr_level="WARNING")
 
     from codegeex2_lsp.backends.loading import load_backend
-    from codegeex2_lsp.completion.languages import language_id_for_path
     from codegeex2_lsp.completion.pipeline import generate, generate_raw, prepare
     from codegeex2_lsp.completion.prompt import LineTokenCache
+    from codegeex2_lsp.lsp.text import LspText
 
     try:
         text = args.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         print(f"codegeex2-lsp: cannot read {args.file}: {error}", file=sys.stderr)
         return 2
+    document = LspText(text)
+    if not document.holds(args.line, args.character, "utf-16"):
+        print(
+            f"codegeex2-lsp: line {args.line}, character {args.character} is outside "
+            f"{args.file} ({document.line_count} lines, counted from 0)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         model, description = load_backend(settings.load_spec())
     except LoadError as failure:
-        print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
+        _fail(failure)
         return 1
     log.info("model: %s", description)
-    language = args.language or language_id_for_path(args.file)
     try:
         request = prepare(
-            text,
+            document,
             args.line,
             args.character,
             settings=settings.within_context(model.context_tokens),
             cache=LineTokenCache(model.tokenizer.encode),
-            language_id=language,
+            language_id=args.language,
             uri=args.file.resolve().as_uri(),
         )
     except ValueError as error:
@@ -180,10 +199,10 @@ def complete_command(argv: Sequence[str]) -> int:
             suggestions = generate(request, model, lambda: False)
             text = suggestions[0].text if suggestions else ""
     except LoadError as failure:
-        print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
+        _fail(failure)
         return 1
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    # A line of its own, as a command's output is; the completion is everything before it.
+    print(text, flush=True)
     return 0
 
 
@@ -244,7 +263,7 @@ def convert_command(argv: Sequence[str]) -> int:
             progress=lambda message: print(message, file=sys.stderr),
         )
     except LoadError as error:
-        print(f"codegeex2-lsp: {error.message}. {error.hint}", file=sys.stderr)
+        _fail(error)
         return 1
     print(
         f"wrote {result.directory}: {result.tensors} tensors, {result.bytes / 1e9:.2f} GB, "
@@ -280,7 +299,7 @@ def doctor_command(argv: Sequence[str]) -> int:
     for line in lines:
         print(line)
     for problem in problems:
-        print(f"problem: {problem}")
+        print(f"problem: {for_command_line(problem)}")
     print_shared_servers()
     return 0 if not problems else 1
 

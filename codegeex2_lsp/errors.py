@@ -1,4 +1,5 @@
-"""The one error type for a model that cannot be loaded or a backend that cannot be reached.
+"""The one error type for a model that cannot be loaded or a backend that cannot be reached,
+and the one report ``doctor`` makes of every backend.
 
 It carries what went wrong and what the user can change, so every place that reports it (the
 server's message, the command line, the log) tells the same story. It imports nothing, so the
@@ -6,6 +7,8 @@ LSP side can catch it without loading any backend.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 
 class LoadError(Exception):
@@ -21,3 +24,20 @@ class LoadError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+@dataclass
+class Diagnosis:
+    """Lines to print, and the problems that mean the configuration cannot work."""
+
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, error: LoadError) -> Diagnosis:
+        """Note ``error`` as a problem, said as everywhere else: what happened, what to do."""
+        self.problems.append(f"{error.message}. {error.hint}")
+        return self

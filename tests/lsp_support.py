@@ -19,8 +19,8 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities
 from pytest_lsp.client import make_test_lsp_client
 
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 
 READY_TIMEOUT = 60.0
 
@@ -75,6 +75,12 @@ async def running_server(
         raise
     finally:
         await asyncio.wait_for(client.stop(), READY_TIMEOUT)
+
+
+def remote_flags(model_dir: Path, url: str) -> tuple[str, ...]:
+    """The server on the openai backend at ``url``, with ``model_dir``'s tokenizer."""
+    return ("--model", str(model_dir), "--backend", "openai", "--server-url", url,
+            "--debounce-ms", "0")  # fmt: skip
 
 
 async def status(client: LanguageClient) -> dict[str, Any]:
@@ -183,7 +189,7 @@ class Reference:
     """The tiny model's greedy continuation, computed without the engine."""
 
     def __init__(self, model_dir: Path) -> None:
-        self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer = read_tokenizer(model_dir)
         self.model = load_model(model_dir, device=torch.device("cpu"), dtype=torch.float32)
 
     @torch.inference_mode()

@@ -15,12 +15,12 @@ from safetensors.torch import save_file
 from codegeex2_lsp.backends.local import attention
 from codegeex2_lsp.backends.local.checkpoint import (
     glm_config,
-    load_tokenizer,
     read_config,
     read_weights,
 )
 from codegeex2_lsp.backends.local.hub import resolve_model_dir
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.errors import LoadError
 
 CPU = torch.device("cpu")
@@ -221,7 +221,7 @@ def test_loads_sharded_safetensors(
 
 
 def test_load_tokenizer(tiny_model_dir: Path) -> None:
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = read_tokenizer(tiny_model_dir)
     assert tokenizer.piece_count + 5 <= read_config(tiny_model_dir)["padded_vocab_size"]
 
 
@@ -342,10 +342,10 @@ def test_missing_tokenizer(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = _copy(tiny_model_dir, tmp_path)
     (model_dir / "tokenizer.model").unlink()
     with pytest.raises(LoadError, match=r"tokenizer\.model"):
-        load_tokenizer(model_dir)
+        read_tokenizer(model_dir)
     (model_dir / "tokenizer.model").write_bytes(b"not a sentencepiece model")
     with pytest.raises(LoadError, match="cannot read") as caught:
-        load_tokenizer(model_dir)
+        read_tokenizer(model_dir)
     assert "download" in caught.value.hint
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +19,9 @@ from codegeex2_lsp import __version__
 from codegeex2_lsp.postprocess import make_context, postprocess
 from tests.lsp_support import Reference
 from tests.rpc_client import RawClient
+from tests.support import SOURCE, free_port
 
 pytestmark = pytest.mark.slow
-
-SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -91,7 +90,7 @@ def test_complete_prints_the_post_processed_suggestion(
     raw = reference.greedy("# language: Python\n" + SOURCE, 64)
     expected = postprocess(raw, make_context(SOURCE, "", "python"))
     assert expected
-    assert result.stdout == expected
+    assert result.stdout == expected + "\n"
 
 
 def test_complete_raw_prints_the_models_text_and_language_follows_the_extension(
@@ -103,22 +102,25 @@ def test_complete_raw_prints_the_models_text_and_language_follows_the_extension(
     common = ("--line", "1", "--character", "9", "--model", str(tiny_model_dir), "--raw")
     guessed = run("complete", str(source), *common, "--max-new-tokens", "20")
     assert guessed.returncode == 0, guessed.stderr
-    assert guessed.stdout == reference.greedy("// language: JavaScript\n" + text, 20)
+    assert guessed.stdout == reference.greedy("// language: JavaScript\n" + text, 20) + "\n"
     forced = run("complete", str(source), *common, "--max-new-tokens", "20", "--language", "go")
-    assert forced.stdout == reference.greedy("// language: Go\n" + text, 20)
+    assert forced.stdout == reference.greedy("// language: Go\n" + text, 20) + "\n"
 
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
         (("missing.py", "--line", "0", "--character", "0"), 2, "cannot read"),
-        (("{file}", "--line", "0", "--character", "0", "--dtype", "fp8"), 2, "codegeex2.dtype"),
+        (("{file}", "--line", "0", "--character", "0", "--dtype", "fp8"), 2, "--dtype"),
         (
             ("{file}", "--line", "0", "--character", "0", "--model", "{missing}"),
             1,
             "does not exist",
         ),
         (("{file}", "--line", "-1", "--character", "0", "--model", "{model}"), 2, "line"),
+        # A position outside the file is the user's mistake, not a stale client position.
+        (("{file}", "--line", "5", "--character", "0", "--model", "{model}"), 2, "outside"),
+        (("{file}", "--line", "0", "--character", "6", "--model", "{model}"), 2, "outside"),
     ],
 )
 def test_complete_errors_go_to_stderr_with_a_non_zero_exit(
@@ -130,13 +132,9 @@ def test_complete_errors_go_to_stderr_with_a_non_zero_exit(
     result = run("complete", *(a.format(**values) for a in args))
     assert result.returncode == code
     assert message in result.stderr
+    # The command line names flags: the editor's setting names mean nothing there.
+    assert "codegeex2." not in result.stderr
     assert result.stdout == ""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tcp_server_command(port: int, model_dir: Path, *extra: str) -> list[str]:
@@ -146,7 +144,7 @@ def tcp_server_command(port: int, model_dir: Path, *extra: str) -> list[str]:
 
 
 async def test_tcp_serves_lsp_on_loopback(tiny_model_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         tcp_server_command(port, tiny_model_dir),
         stdout=subprocess.PIPE,
@@ -210,7 +208,7 @@ async def test_over_tcp_a_request_is_answered_for_the_text_it_was_sent_for(
 ) -> None:
     """A request and an edit right behind it reach the server in one piece, as a socket
     delivers a burst: the request is answered for the text it was sent for."""
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         *tcp_server_command(port, tiny_model_dir, "--debounce-ms", "0"),
         stdout=asyncio.subprocess.DEVNULL,
@@ -245,3 +243,32 @@ async def test_over_tcp_a_request_is_answered_for_the_text_it_was_sent_for(
         assert _without_commands(answer["result"]) == _without_commands(alone["result"])
     finally:
         await client.stop()
+
+
+def test_started_in_a_terminal_it_says_what_it_waits_for(tmp_path: Path) -> None:
+    main, terminal = pty.openpty()
+    try:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "codegeex2_lsp", "--model", str(tmp_path / "none")],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(main, b"\x04")  # end of input, as Ctrl-D at the terminal
+        _, stderr = server.communicate(timeout=120)
+    finally:
+        os.close(main)
+        os.close(terminal)
+    assert "waiting for an LSP client on stdin" in stderr
+
+
+def test_a_pipe_gets_no_terminal_message(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "codegeex2_lsp", "--model", str(tmp_path / "none")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "waiting for an LSP client" not in done.stderr

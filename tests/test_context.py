@@ -11,15 +11,20 @@ from pathlib import Path
 import pytest
 
 from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
-from codegeex2_lsp.completion.pipeline import LINE_CHARS, PREFIX_CHARS, SUFFIX_CHARS, prepare
+from codegeex2_lsp.completion.pipeline import prepare
 from codegeex2_lsp.completion.prompt import (
-    WINDOW_CHARS_PER_TOKEN,
     LineTokenCache,
     Prompt,
     build_prompt,
     prompt_at,
 )
 from codegeex2_lsp.lsp.text import LspText
+from codegeex2_lsp.postprocess.windows import (
+    PROMPT_CHARS_PER_TOKEN,
+    REQUEST_LINE_CHARS,
+    REQUEST_PREFIX_CHARS,
+    REQUEST_SUFFIX_CHARS,
+)
 from codegeex2_lsp.settings.fields import Settings
 
 TAG = "# language: Python"
@@ -347,7 +352,7 @@ def test_prompt_at_reads_a_window_of_a_long_line() -> None:
     prompt = prompt_at(text, len(text), tag_line=TAG, cache=LineTokenCache(encode), budget=100)
     whole = build_prompt(str(text), tag_line=TAG, cache=LineTokenCache(char_encode), budget=100)
     assert prompt == whole
-    assert max(len(call) for call in encode.calls) <= 100 * WINDOW_CHARS_PER_TOKEN * 2
+    assert max(len(call) for call in encode.calls) <= 100 * PROMPT_CHARS_PER_TOKEN * 2
 
 
 def test_prompt_at_replaces_lone_surrogates() -> None:
@@ -369,15 +374,15 @@ def test_a_request_keeps_bounded_windows_of_a_huge_document() -> None:
     at_end_of_long_line = prepare(
         text, 50_000, len(long_line), settings=settings, cache=cache, language_id="python"
     )
-    assert LINE_CHARS <= len(at_end_of_long_line.prefix) < 2 * LINE_CHARS
+    assert REQUEST_LINE_CHARS <= len(at_end_of_long_line.prefix) < 2 * REQUEST_LINE_CHARS
     assert long_line.endswith(at_end_of_long_line.prefix)
-    assert at_end_of_long_line.suffix == ("\nafter = 1\n" * 3000)[:SUFFIX_CHARS]
+    assert at_end_of_long_line.suffix == ("\nafter = 1\n" * 3000)[:REQUEST_SUFFIX_CHARS]
     assert len(at_end_of_long_line.prompt.ids) <= settings.prompt_budget()
     end_of_a_line = len("line_39999 = 39999")
     in_the_lines = prepare(
         text, 39_999, end_of_a_line, settings=settings, cache=cache, language_id="python"
     )
     assert in_the_lines is not None
-    assert PREFIX_CHARS <= len(in_the_lines.prefix) < 2 * PREFIX_CHARS
+    assert REQUEST_PREFIX_CHARS <= len(in_the_lines.prefix) < 2 * REQUEST_PREFIX_CHARS
     assert in_the_lines.prefix.endswith("line_39998 = 39998\nline_39999 = 39999")
     assert in_the_lines.suffix.startswith("\nline_40000 = 40000\n")

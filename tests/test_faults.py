@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from tests.rpc_client import RawClient, stderr_file
+from tests.support import SOURCE
 
 pytestmark = pytest.mark.slow
 
-SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 URI = "file:///faults/a.py"
 FIRST_SHARD = "pytorch_model-00001-of-00002.bin"
 SECOND_SHARD = "pytorch_model-00002-of-00002.bin"

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 
 PROMPT = """# language: Python
 class Stack:
@@ -92,7 +92,7 @@ def reference_logits(state: dict[str, torch.Tensor], config: dict, ids: list[int
 
 @pytest.fixture(scope="module")
 def ids(tiny_model_dir: Path) -> list[int]:
-    ids = load_tokenizer(tiny_model_dir).prompt_ids(PROMPT)
+    ids = read_tokenizer(tiny_model_dir).prompt_ids(PROMPT)
     assert 24 <= len(ids) <= 80
     return ids
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.rpc_client import RawClient, stderr_file
+from tests.support import SOURCE
 from tests.test_text import PIECES, Model
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,6 @@ MESSAGES = 10_000
 BATCH = 250
 SEED = 20261130
 URIS = [f"file:///fuzz/doc{i}.py" for i in range(3)]
-SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 SETTINGS = {
     "maxNewTokens": 2,
     "maxContextTokens": 64,

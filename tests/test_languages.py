@@ -14,8 +14,9 @@ from codegeex2_lsp.completion.languages import (
     tag_line,
 )
 
-# The model's own tag list, kept beside the repository as an independent reference.
-MODEL_TAGS_FILE = Path(__file__).parents[2] / "shared" / "reference" / "language_tags.tsv"
+# The model's own tag list, copied verbatim from upstream into the test data: an independent
+# reference the package's table is checked against.
+MODEL_TAGS_FILE = Path(__file__).parent / "data" / "language_tags.tsv"
 
 
 def _model_tags() -> dict[str, str]:
@@ -29,6 +30,11 @@ def _model_tags() -> dict[str, str]:
 MODEL_TAGS = _model_tags()
 
 
+def tag_for(language_id: str | None) -> str | None:
+    """The tag line for what an editor sends: made canonical first, as a request is."""
+    return tag_line(canonical_language_id(language_id))
+
+
 def test_the_tag_table_is_the_models_verbatim() -> None:
     assert len(MODEL_TAGS) >= 100
     assert UPSTREAM_TAGS == MODEL_TAGS
@@ -36,18 +42,18 @@ def test_the_tag_table_is_the_models_verbatim() -> None:
 
 @pytest.mark.parametrize("key", sorted(MODEL_TAGS))
 def test_every_key_the_model_knows_gets_its_tag(key: str) -> None:
-    assert tag_line(key) == MODEL_TAGS[key]
+    assert tag_for(key) == MODEL_TAGS[key]
 
 
 def test_every_tag_the_model_knows_is_reachable_from_a_canonical_id() -> None:
-    reached = {tag_line(canonical) for canonical in languages._TAG_KEYS}
+    reached = {tag_for(canonical) for canonical in languages._TAG_KEYS}
     assert set(MODEL_TAGS.values()) <= reached
 
 
 def test_no_tag_line_is_invented() -> None:
     """Whatever an editor sends, the tag line is one the model was trained with, or none."""
     sent = [*languages._TAG_KEYS, *languages._ALIASES, *MODEL_TAGS]
-    produced = {tag_line(language_id) for language_id in sent} - {None}
+    produced = {tag_for(language_id) for language_id in sent} - {None}
     assert produced <= set(MODEL_TAGS.values())
 
 
@@ -221,21 +227,21 @@ def test_language_id_for_path_takes_paths_of_any_flavour() -> None:
         ("sml", "(*language:Standard ML*)"),
         ("fortran", "!language: Fortran"),
         ("dockercompose", "# language: YAML"),
-        # Editor ids are canonicalised first.
+        # Editor ids are made canonical first.
         ("sh", "# language: Shell"),
         ("c++", "// language: C++"),
     ],
 )
-def test_tag_line(language_id: str, tag: str) -> None:
-    assert tag_line(language_id) == tag
+def test_tag_for(language_id: str, tag: str) -> None:
+    assert tag_for(language_id) == tag
 
 
 @pytest.mark.parametrize("language_id", ["tcl", "json", "plaintext", "toml", "no-such", "", None])
 def test_no_tag(language_id: str | None) -> None:
-    assert tag_line(language_id) is None
+    assert tag_for(language_id) is None
 
 
 def test_tcl_is_not_tagged_as_augeas() -> None:
-    assert tag_line("tcl") is None
+    assert tag_for("tcl") is None
     assert tag_line(canonical_language_id(None, "file:///x/build.tcl")) is None
-    assert tag_line("augeas") == "// language: Augeas"
+    assert tag_for("augeas") == "// language: Augeas"

@@ -9,7 +9,6 @@ import torch
 
 from codegeex2_lsp.backends.generation import Cancelled, Generation, SamplingParams
 from codegeex2_lsp.backends.local import inference as local
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.inference import (
     PREFILL_CHUNK,
     LocalModel,
@@ -17,6 +16,7 @@ from codegeex2_lsp.backends.local.inference import (
     decode_mode,
 )
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.completion.pipeline import generate_raw, prepare
 from codegeex2_lsp.completion.prompt import LineTokenCache
 from codegeex2_lsp.settings.fields import Settings
@@ -30,7 +30,7 @@ NO_REUSE = 0
 def model(tiny_model_dir: Path) -> LocalModel:
     return LocalModel(
         load_model(tiny_model_dir, device=torch.device("cpu"), dtype=torch.float32),
-        load_tokenizer(tiny_model_dir),
+        read_tokenizer(tiny_model_dir),
     )
 
 
@@ -38,7 +38,7 @@ def model(tiny_model_dir: Path) -> LocalModel:
 def clean_model(model: LocalModel) -> None:
     """Every test starts with no kept caches and the dynamic decode path."""
     model.forget()
-    model.configure_decode("dynamic", 0)
+    model.set_decode_mode("dynamic", 0)
 
 
 def ids_of(model: LocalModel, text: str) -> list[int]:
@@ -210,7 +210,7 @@ def test_sampled_candidates_are_the_same_with_reuse(model: LocalModel) -> None:
 
 
 def test_static_decode_gives_the_same_output(model: LocalModel) -> None:
-    model.configure_decode("static", 2048)
+    model.set_decode_mode("static", 2048)
     assert model.decode == "static"
     for what, text in edits():
         ids = ids_of(model, text)
@@ -220,7 +220,7 @@ def test_static_decode_gives_the_same_output(model: LocalModel) -> None:
 
 
 def test_static_decode_falls_back_when_the_prompt_does_not_fit(model: LocalModel) -> None:
-    model.configure_decode("static", 256)
+    model.set_decode_mode("static", 256)
     ids = ids_of(model, SOURCE)
     assert len(ids) + GREEDY.max_new_tokens > 256
     long = model.generate(ids, GREEDY, cache_key="doc")
@@ -248,9 +248,9 @@ def test_compiled_decode_gives_the_same_output(
     device = torch.device("cuda")
     compiled = LocalModel(
         load_model(tiny_model_dir, device=device, dtype=dtype, quantize=quantize),
-        load_tokenizer(tiny_model_dir),
+        read_tokenizer(tiny_model_dir),
     )
-    compiled.configure_decode("compiled", 2048)
+    compiled.set_decode_mode("compiled", 2048)
     eager = LocalModel(compiled.model, compiled.tokenizer)
     for what, text in edits():
         ids = ids_of(compiled, text)

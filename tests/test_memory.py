@@ -12,7 +12,7 @@ from codegeex2_lsp.backends.local.loader import load_local
 from codegeex2_lsp.backends.local.memory import CODEGEEX2_6B, GB, ModelSize, estimate
 from codegeex2_lsp.backends.local.placement import plan_layers, plan_load, split_counts
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.settings.fields import LoadSpec
+from codegeex2_lsp.settings.fields import Settings
 
 CPU_ONLY = Hardware(cuda_count=0, cuda_bf16=(), mps=False)
 ONE_GPU = Hardware(cuda_count=1, cuda_bf16=(True,), mps=False)
@@ -57,7 +57,9 @@ def test_preflight_names_the_numbers_and_what_fits(
     with pytest.raises(LoadError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan_load(
             CODEGEEX2_6B,
-            LoadSpec(MODEL, device="cpu", dtype="auto", quantize=quantize, num_gpus=1),
+            Settings(
+                model=MODEL, device="cpu", dtype="auto", quantize=quantize, num_gpus=1
+            ).load_spec(),
             hardware=CPU_ONLY,
             free=_free(free),
         )
@@ -65,7 +67,9 @@ def test_preflight_names_the_numbers_and_what_fits(
         with pytest.raises(LoadError, match="try quantize=int4"):
             plan_load(
                 CODEGEEX2_6B,
-                LoadSpec(MODEL, device="cpu", dtype="auto", quantize="none", num_gpus=1),
+                Settings(
+                    model=MODEL, device="cpu", dtype="auto", quantize="none", num_gpus=1
+                ).load_spec(),
                 hardware=CPU_ONLY,
                 free=_free(free),
             )
@@ -74,7 +78,7 @@ def test_preflight_names_the_numbers_and_what_fits(
 def test_float32_that_does_not_fit_becomes_bfloat16() -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        LoadSpec(MODEL, device="cpu", dtype="auto", quantize="none", num_gpus=1),
+        Settings(model=MODEL, device="cpu", dtype="auto", quantize="none", num_gpus=1).load_spec(),
         hardware=CPU_ONLY,
         free=_free(20),
     )
@@ -86,7 +90,9 @@ def test_float32_that_does_not_fit_becomes_bfloat16() -> None:
 def test_layer_split_is_memory_balanced(gpus: int, counts: list[int]) -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        LoadSpec(MODEL, device="cuda", dtype="auto", quantize="none", num_gpus=gpus),
+        Settings(
+            model=MODEL, device="cuda", dtype="auto", quantize="none", num_gpus=gpus
+        ).load_spec(),
         hardware=FOUR_GPUS,
         free=_free(64, 24),
     )
@@ -113,7 +119,7 @@ def test_split_that_cannot_fit() -> None:
 def test_small_gpu_spills_the_last_layers_to_the_cpu() -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        LoadSpec(MODEL, device="auto", dtype="auto", quantize="none", num_gpus=1),
+        Settings(model=MODEL, device="auto", dtype="auto", quantize="none", num_gpus=1).load_spec(),
         hardware=ONE_GPU,
         free=_free(32, 8),
     )
@@ -126,7 +132,7 @@ def test_small_gpu_spills_the_last_layers_to_the_cpu() -> None:
 def test_auto_on_a_small_gpu_quantizes_instead() -> None:
     plan = plan_load(
         CODEGEEX2_6B,
-        LoadSpec(MODEL, device="auto", dtype="auto", quantize="auto", num_gpus=1),
+        Settings(model=MODEL, device="auto", dtype="auto", quantize="auto", num_gpus=1).load_spec(),
         hardware=ONE_GPU,
         free=_free(32, 8),
     )
@@ -135,8 +141,14 @@ def test_auto_on_a_small_gpu_quantizes_instead() -> None:
 
 
 def test_load_local_uses_the_settings(tiny_model_dir: Path) -> None:
-    model, description = load_local(LoadSpec(str(tiny_model_dir), "cpu", "auto", "int8"))
+    model, description = load_local(
+        Settings(model=str(tiny_model_dir), device="cpu", dtype="auto", quantize="int8").load_spec()
+    )
     assert "int8 weights" in description
     assert any(type(m).__name__ == "QuantLinear" for m in model.model.modules())
     with pytest.raises(LoadError, match="numGpus"):
-        load_local(LoadSpec(str(tiny_model_dir), "cpu", "auto", "none", num_gpus=2))
+        load_local(
+            Settings(
+                model=str(tiny_model_dir), device="cpu", dtype="auto", quantize="none", num_gpus=2
+            ).load_spec()
+        )

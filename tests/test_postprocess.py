@@ -249,3 +249,12 @@ def test_the_context_is_frozen() -> None:
     ctx = make_context("x = ", "", "python")
     with pytest.raises(AttributeError):
         ctx.line_prefix = "y = "  # type: ignore[misc]
+
+
+def test_the_surroundings_break_lines_where_lsp_does() -> None:
+    """``\\r``, ``\\n`` and ``\\r\\n`` each end a line, as in the document the editor sees."""
+    for eol in ("\n", "\r\n", "\r"):
+        ctx = make_context(f"x = 1{eol}y = ", f" + 1{eol}z = 2{eol}", "python")
+        assert (ctx.line_prefix, ctx.line_suffix) == ("y = ", " + 1"), repr(eol)
+        assert ctx.previous == ("x = 1",)
+        assert ctx.next_lines == ("z = 2",)

@@ -11,15 +11,12 @@ import pytest
 import pytest_asyncio
 
 from tests.rpc_client import RawClient, RpcError, stderr_file
+from tests.support import local_flags
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 URI = "file:///project/a.py"
 POSITION = {"textDocument": {"uri": URI}, "position": {"line": 0, "character": 0}}
-
-
-def flags(model_dir: Path) -> tuple[str, ...]:
-    return ("--model", str(model_dir), "--device", "cpu", "--debounce-ms", "0")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -28,7 +25,7 @@ async def client(
 ) -> AsyncIterator[RawClient]:
     """One server for the module: starting one takes seconds, and these tests leave no state."""
     with stderr_file(tmp_path_factory.mktemp("protocol")) as stderr:
-        client = await RawClient.start(*flags(tiny_model_dir), stderr=stderr)
+        client = await RawClient.start(*local_flags(tiny_model_dir), stderr=stderr)
         try:
             await client.initialize()
             yield client
@@ -160,7 +157,7 @@ async def test_status_reports_each_documents_length_and_hash(client: RawClient) 
 
 async def started(model_dir: Path, directory: Path) -> RawClient:
     with stderr_file(directory) as stderr:
-        return await RawClient.start(*flags(model_dir), stderr=stderr)
+        return await RawClient.start(*local_flags(model_dir), stderr=stderr)
 
 
 async def test_life_cycle(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -176,5 +176,5 @@ def test_cpu_int4_packs_in_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     q, scale = quantize_weight(weight, 4, 128)
     x = torch.randn(3, 256, dtype=torch.bfloat16)
     whole = make_kernel(q, scale, torch.bfloat16, 4, "int4pack")(x)
-    monkeypatch.setattr("codegeex2_lsp.backends.local.quantize._PACK_ROWS", 64)
+    monkeypatch.setattr("codegeex2_lsp.backends.local.quantize._TORCH_PACK_ROWS", 64)
     assert torch.equal(make_kernel(q, scale, torch.bfloat16, 4, "int4pack")(x), whole)

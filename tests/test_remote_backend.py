@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -20,28 +19,26 @@ from pytest_lsp import LanguageClient
 from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.settings.fields import Settings
-from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
+from tests.lsp_support import (
+    READY_TIMEOUT,
+    inline,
+    open_document,
+    remote_flags,
+    running_server,
+    status,
+    wait_for_state,
+)
 from tests.scripted_server import Reply, ScriptedServer, error_body, tokens
+from tests.support import free_port
 
 URI = "file:///w/add.py"
 TEXT = "def add(a, b):\n"
 ANSWER = "    return a + b"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def answering(server: ScriptedServer, tokenizer: ChatGLM2Tokenizer) -> None:
     """Every request from now on gets ``ANSWER``."""
     server.default = Reply(events=tokens(tokenizer.encode(ANSWER), finish="stop"))
-
-
-def flags(model_dir: Path, url: str) -> list[str]:
-    return ["--model", str(model_dir), "--backend", "openai", "--server-url", url,
-            "--debounce-ms", "0"]  # fmt: skip
 
 
 def errors_shown(client: LanguageClient) -> list[str]:
@@ -59,13 +56,14 @@ async def ask(client: LanguageClient) -> list[str]:
 
 
 async def answer_eventually(client: LanguageClient) -> list[str]:
-    """Ask until an answer comes: the backend waits out its backoff before trying again."""
-    for _ in range(200):
-        answer = await ask(client)
-        if answer:
-            return answer
-        await asyncio.sleep(0.1)
-    return []
+    """Ask until an answer comes: the backend tries the server again only once its backoff has
+    passed, which test_remote_client.py times on a clock it drives. The deadline here only
+    stops a backend that never tries again; nothing waits for it to pass."""
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+    while not (answer := await ask(client)):
+        assert asyncio.get_running_loop().time() < deadline, "the backend never tried again"
+        await asyncio.sleep(0.05)
+    return answer
 
 
 def test_a_server_down_at_start_is_loaded_when_it_comes_up(tiny_model_dir: Path) -> None:
@@ -102,7 +100,7 @@ async def test_failures_are_one_message_and_empty_answers_then_recovery(
     tokenizer = ChatGLM2Tokenizer(tiny_model_dir / "tokenizer.model")
     with ScriptedServer().running() as server:
         answering(server, tokenizer)
-        async with running_server(*flags(tiny_model_dir, server.url)) as client:
+        async with running_server(*remote_flags(tiny_model_dir, server.url)) as client:
             ready = await wait_for_state(client, "ready")
             assert ready["backend"] == "openai"
             assert await ask(client) == [ANSWER]
@@ -126,7 +124,7 @@ async def test_the_context_is_capped_by_the_server(tiny_model_dir: Path) -> None
     with ScriptedServer([{"id": "cg2", "max_model_len": 128}]).running() as server:
         answering(server, tokenizer)
         long_file = "".join(f"value_{n} = {n} * {n}\n" for n in range(200))
-        async with running_server(*flags(tiny_model_dir, server.url)) as client:
+        async with running_server(*remote_flags(tiny_model_dir, server.url)) as client:
             await wait_for_state(client, "ready")
             open_document(client, URI, long_file)
             await inline(client, URI, 200, 0, invoked=False)

@@ -20,10 +20,10 @@ from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.completion.pipeline import CompletionRequest, generate, prepare
 from codegeex2_lsp.completion.prompt import LineTokenCache
 from codegeex2_lsp.completion.scheduler import BURST_HOLD, Scheduler
-from codegeex2_lsp.settings.fields import LoadSpec, Settings
+from codegeex2_lsp.settings.fields import Settings
+from tests.support import SOURCE
 
 URI = "file:///project/app.py"
-SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
 DEBOUNCE_MS = 125
 """With the gaps below, every time in these tests is exact in binary floating point."""
 SETTINGS = Settings(max_new_tokens=12)
@@ -64,7 +64,7 @@ def engine(tiny_model_dir: Path) -> Iterator[Engine]:
     engine = Engine()
     ready = threading.Event()
     engine.load(
-        LoadSpec(str(tiny_model_dir), "cpu", "float32"),
+        Settings(model=str(tiny_model_dir), device="cpu", dtype="float32").load_spec(),
         LoadListener(on_ready=lambda description: ready.set()),
     )
     assert ready.wait(120)
@@ -310,3 +310,40 @@ async def test_nothing_to_offer_counts_as_an_answer(engine: Engine) -> None:
     assert clock.sleeps == [DEBOUNCE_MS / 1000]
     clock.advance(DEBOUNCE_MS / 1000)
     await task
+
+
+async def test_a_burst_of_typing_reaches_the_model_once(engine: Engine) -> None:
+    """Each keystroke's automatic request is superseded while it waits out its debounce and is
+    answered at once; the completion the user invokes at the end is the burst's one piece of
+    model work. The clock never moves: no debounce can end during the burst."""
+    clock = FakeClock()
+    scheduler = Scheduler(engine, clock)
+    typed = "data = "
+    held = []
+    for end in range(1, len(typed) + 1):
+        held.append(ask(scheduler, request_at(engine, SOURCE + typed[:end])))
+        await clock.sleeping(end)
+    invoked = request_at(engine, SOURCE + typed, invoked=True)
+    expected = await expected_texts(engine, invoked)
+    before = engine.counters.completed
+    answer = await ask(scheduler, invoked, invoked=True)
+    assert await asyncio.gather(*held) == [[] for _ in typed]
+    assert answer == expected
+    assert scheduler.served.debounced == len(typed)
+    assert engine.counters.completed == before + 1
+
+
+async def test_forgetting_a_document_stops_its_work(engine: Engine) -> None:
+    scheduler = Scheduler(engine, FakeClock())
+    dropped = engine.counters.dropped
+    gate = Gate(engine)
+    waiting = ask(scheduler, request_at(engine, SOURCE, invoked=True), invoked=True)
+    while scheduler.waiting(URI) < 1:
+        await asyncio.sleep(0)
+    scheduler.forget(URI)
+    assert scheduler.waiting(URI) == 0
+    await gate.open()
+    assert await waiting == []
+    # Work is taken in order: once this has run, the engine has freed the document too.
+    await asyncio.wrap_future(engine.submit("\0after", lambda model, cancelled: None).future)
+    assert engine.counters.dropped == dropped + 1

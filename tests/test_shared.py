@@ -26,18 +26,18 @@ from codegeex2_lsp.testing import write_tiny_model
 from tests.lsp_support import (
     READY_TIMEOUT,
     Reference,
+    ask_inline,
     inline,
     open_document,
     running_server,
     status,
     wait_for_state,
 )
+from tests.support import CURSOR, SOURCE
 
 pytestmark = pytest.mark.slow
 
 URI = "file:///project/app.py"
-SOURCE = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        "
-CURSOR = (5, 8)
 TAG = "# language: Python\n"
 LONG_RUN = ("--max-new-tokens", "400", "--multiline", "always", "--candidates", "1")
 LONG_SOURCE = "import os\n\n\ndef f(path):\n    x = "
@@ -161,18 +161,7 @@ async def test_cancelling_in_one_window_stops_only_that_windows_work(
         path, _ = only_server()
         for client in (one, two):
             open_document(client, URI, LONG_SOURCE)
-        params = types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=URI),
-            position=types.Position(*LONG_CURSOR),
-            context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Invoked
-            ),
-        )
-        cancelled = asyncio.ensure_future(
-            one.protocol.send_request_async(
-                types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="to-cancel"
-            )
-        )
+        cancelled = ask_inline(one, URI, *LONG_CURSOR, msg_id="to-cancel")
         await asyncio.to_thread(
             wait_for_server, path, lambda s: s["tokens"].get("generated", 0) > 0, "generated"
         )

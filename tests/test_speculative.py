@@ -16,9 +16,9 @@ from lsprotocol import types
 
 from codegeex2_lsp.backends.drafting import DRAFT_TOKENS, DraftTotals
 from codegeex2_lsp.backends.generation import Cancelled, Generation, SamplingParams
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.inference import LocalModel
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.completion.pipeline import generate_raw, prepare
 from codegeex2_lsp.completion.prompt import LineTokenCache
 from codegeex2_lsp.settings.fields import Settings
@@ -35,7 +35,7 @@ LOOPING_SEED = 2
 def load(directory: Path) -> LocalModel:
     return LocalModel(
         load_model(directory, device=torch.device("cpu"), dtype=torch.float32),
-        load_tokenizer(directory),
+        read_tokenizer(directory),
     )
 
 
@@ -52,7 +52,7 @@ def looping(tmp_path_factory: pytest.TempPathFactory) -> LocalModel:
 @pytest.fixture(autouse=True)
 def clean(model: LocalModel) -> None:
     model.forget()
-    model.configure_decode("dynamic", 0)
+    model.set_decode_mode("dynamic", 0)
 
 
 def plain(model: LocalModel, ids: list[int], params: SamplingParams = PLAIN) -> Generation:
@@ -224,7 +224,7 @@ def test_the_early_stop_ends_at_the_same_token_mid_run(model: LocalModel) -> Non
 
 
 def test_static_decode_with_drafts_gives_the_same_output(model: LocalModel) -> None:
-    model.configure_decode("static", 2048)
+    model.set_decode_mode("static", 2048)
     accepted = 0
     for number, ids in enumerate(edits(model)):
         result: list[Generation] = []
@@ -240,7 +240,7 @@ def test_static_decode_with_drafts_gives_the_same_output(model: LocalModel) -> N
 
 def test_static_decode_near_the_end_of_its_cache(looping: LocalModel) -> None:
     """No room for a padded pass: drafts are run one at a time, with the same result."""
-    looping.configure_decode("static", 256)
+    looping.set_decode_mode("static", 256)
     params = dataclasses.replace(SPECULATIVE, max_new_tokens=40)
     text = SOURCE[-900:]
     ids = looping.tokenizer.prompt_ids(text)
@@ -251,7 +251,7 @@ def test_static_decode_near_the_end_of_its_cache(looping: LocalModel) -> None:
     result = looping.generate(ids, params)
     assert result.decode_mode == "static"
     assert result.ids == plain(looping, ids, dataclasses.replace(params, speculative=False)).ids
-    looping.configure_decode("dynamic", 0)
+    looping.set_decode_mode("dynamic", 0)
 
 
 def test_the_completion_path_drafts_from_the_suffix(model: LocalModel) -> None:

@@ -28,6 +28,7 @@ from tests.lsp_support import (
     status,
     wait_for_state,
 )
+from tests.support import local_flags
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -126,10 +127,7 @@ SETTLING = [PY_BLOCK, PY_PAREN, JS_ARROW, GO_TABS, RUST_MATCH, JAVA_METHOD]
 
 
 def flags(model_dir: Path) -> tuple[str, ...]:
-    return (
-        *("--model", str(model_dir), "--device", "cpu", "--debounce-ms", "0"),
-        *("--max-new-tokens", str(MAX_NEW_TOKENS)),
-    )
+    return local_flags(model_dir, "--max-new-tokens", str(MAX_NEW_TOKENS))
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.testing import train_tokenizer, write_tiny_model
 
 CPU = torch.device("cpu")
@@ -36,7 +36,7 @@ def test_upstream_layout(tiny_model_dir: Path) -> None:
     assert config["add_qkv_bias"] is True
     assert config["rmsnorm"] is True
     assert config["add_bias_linear"] is False
-    pieces = load_tokenizer(tiny_model_dir).piece_count
+    pieces = read_tokenizer(tiny_model_dir).piece_count
     assert config["padded_vocab_size"] % 64 == 0
     assert pieces + 5 <= config["padded_vocab_size"] < pieces + 5 + 64
 
@@ -89,7 +89,7 @@ def test_sizes_dtype_and_shards(tmp_path: Path) -> None:
     config = json.loads((model_dir / "config.json").read_text())
     assert config["torch_dtype"] == "bfloat16"
     assert config["padded_vocab_size"] == 1024
-    assert load_tokenizer(model_dir).piece_count == 600
+    assert read_tokenizer(model_dir).piece_count == 600
     assert len(list(model_dir.glob("pytorch_model-*-of-00003.bin"))) == 3
     model = load_model(model_dir, device=CPU, dtype=torch.bfloat16)
     assert model.config.num_hidden_layers == 3
@@ -101,7 +101,7 @@ def test_vocabulary_can_match_the_tokenizer_exactly(tmp_path: Path) -> None:
     model_dir = write_tiny_model(tmp_path, vocab_pieces=600, vocab_multiple=1)
     config = json.loads((model_dir / "config.json").read_text())
     # The pieces and the five special tokens, unpadded: 605 is no multiple of 64.
-    assert config["padded_vocab_size"] == load_tokenizer(model_dir).piece_count + 5 == 605
+    assert config["padded_vocab_size"] == read_tokenizer(model_dir).piece_count + 5 == 605
     model = load_model(model_dir, device=CPU, dtype=torch.float32)
     assert model.lm_head.weight.shape[0] == 605
 
@@ -131,7 +131,7 @@ def _greedy(model: torch.nn.Module, ids: list[int], banned: list[int], steps: in
 
 def test_greedy_continuations_are_varied(tiny_model_dir: Path) -> None:
     model = load_model(tiny_model_dir, device=CPU, dtype=torch.float32)
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = read_tokenizer(tiny_model_dir)
     banned = tokenizer.suppressed_ids(model.config.vocab_size)
     texts = []
     for prompt in PROMPTS:

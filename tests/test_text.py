@@ -208,3 +208,12 @@ def test_a_long_line_and_a_big_document_stay_consistent(monkeypatch: pytest.Monk
     assert str(text) == model.text
     assert text.offset(50_001, 1, "utf-16") == model.offset(50_001, 1, "utf-16")
     assert text.line_of(len(model.text)) == 50_001
+
+
+def test_holds_tells_a_position_in_the_text_from_one_outside_it() -> None:
+    text = LspText("ab\r\nc\rdé\n")
+    inside = [(0, 0), (0, 2), (1, 1), (2, 2), (3, 0)]
+    outside = [(0, 3), (1, 2), (2, 3), (4, 0), (-1, 0), (0, -1)]
+    assert all(text.holds(line, character, "utf-16") for line, character in inside)
+    assert not any(text.holds(line, character, "utf-16") for line, character in outside)
+    assert text.holds(2, 3, "utf-8") and not text.holds(2, 4, "utf-8")

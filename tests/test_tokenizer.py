@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sentencepiece as spm
 
+from codegeex2_lsp.backends.generation import Continuation, Generation
 from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 
 # Byte-fallback pieces follow unk/bos/eos, so byte b is id 3 + b, as in the real tokenizer.
@@ -164,3 +167,59 @@ def test_suppressed_ids(tokenizer: ChatGLM2Tokenizer) -> None:
     assert suppressed == [0, 1, *range(n, vocab_size)]
     assert tokenizer.eos_id not in suppressed
     assert tokenizer.suppressed_ids(n + 3) == [0, 1, n, n + 1, n + 2]
+
+
+@pytest.mark.parametrize("text", ROUND_TRIP[8:])
+def test_the_per_token_rule_decodes_each_id_once(tokenizer: ChatGLM2Tokenizer, text: str) -> None:
+    prompt = tokenizer.prompt_ids("// language: Go\n")
+    ids = tokenizer.encode(text)
+    decoded: list[int] = []
+    ids_bytes = tokenizer._ids_bytes
+
+    def counting(chunk: Sequence[int]) -> bytes:
+        decoded.extend(chunk)
+        return ids_bytes(chunk)
+
+    tokenizer._ids_bytes = counting  # type: ignore[method-assign]
+    try:
+        grown: list[str] = []
+        result = Generation()
+        rule = Continuation(
+            tokenizer,
+            prompt,
+            result,
+            should_stop=None,
+            on_token=lambda generation: grown.append(generation.text),
+        )
+        assert not any(rule.add(token) for token in ids)
+    finally:
+        del tokenizer._ids_bytes
+    assert result.text == text
+    assert result.ids == ids
+    assert grown[-1] == text and len(grown) == len(ids)
+    # The generated ids once each, after the few context ids a first character may continue.
+    assert decoded[-len(ids) :] == ids
+    assert len(decoded) - len(ids) <= 4
+
+
+def test_the_per_token_rule_ends_at_eos_the_stop_check_or_the_limit(
+    tokenizer: ChatGLM2Tokenizer,
+) -> None:
+    prompt = tokenizer.prompt_ids("x = ")
+    ids = tokenizer.encode("1 + 2\nprint(x)")
+
+    def run(**rule: Any) -> Generation:
+        result = Generation()
+        continuation = Continuation(tokenizer, prompt, result, **rule)
+        for token in [*ids, tokenizer.eos_id, *ids]:
+            if continuation.add(token):
+                break
+        return result
+
+    ended = run(should_stop=None)
+    assert (ended.text, ended.finish_reason, ended.ids) == (tokenizer.decode(ids), "eos", ids)
+    stopped = run(should_stop=lambda text: "\n" in text)
+    assert stopped.finish_reason == "stop"
+    assert stopped.text.endswith("\n") and stopped.text.count("\n") == 1
+    limited = run(should_stop=None, limit=2)
+    assert (limited.generated_tokens, limited.finish_reason) == (2, "length")

@@ -21,13 +21,13 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from codegeex2_lsp.backends.generation import Cancelled, Generation, SamplingParams
-from codegeex2_lsp.backends.local.checkpoint import load_tokenizer
 from codegeex2_lsp.backends.local.inference import LocalModel
 from codegeex2_lsp.backends.local.loader import load_model
 from codegeex2_lsp.backends.remote.checkup import diagnose_remote
 from codegeex2_lsp.backends.remote.connect import connect
 from codegeex2_lsp.backends.remote.http import Endpoint, RemoteError
 from codegeex2_lsp.backends.remote.streaming import RemoteModel
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.settings.fields import Settings
 from tests.lsp_support import inline, open_document, running_server, wait_for_state
 from tests.vllm_support import SERVED_NAME, VllmServer, vllm_python, write_vllm_checkpoint
@@ -69,7 +69,7 @@ def vllm(vllm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def local(vllm_checkpoint: Path) -> LocalModel:
     model = load_model(vllm_checkpoint, device=torch.device("cpu"), dtype=torch.float32)
-    return LocalModel(model, load_tokenizer(vllm_checkpoint))
+    return LocalModel(model, read_tokenizer(vllm_checkpoint))
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from codegeex2_lsp.testing import write_tiny_model
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,12 +60,6 @@ def vllm_python() -> str:
 
 def write_vllm_checkpoint(directory: Path, **shape: int) -> Path:
     return write_tiny_model(directory, **{**VLLM_CHECKPOINT, **shape})
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class VllmServer:

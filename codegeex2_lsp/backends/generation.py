@@ -76,6 +76,54 @@ StopCheck = Callable[[str], bool]
 """Called with the text generated so far after each token; True ends generation."""
 
 
+class Continuation:
+    """The per-token rule of every backend: one place says what a generated token does.
+
+    End-of-text ends the answer without being kept. Any other token is appended to
+    ``result``, its text decoded incrementally (``prompt_ids`` give the context a first
+    character may continue), ``on_token`` hears the grown generation, and ``should_stop``
+    or ``limit`` tokens settle the answer. :meth:`add` and :meth:`add_text` return True once
+    it is settled; ``result.finish_reason`` says why.
+    """
+
+    def __init__(
+        self,
+        tokenizer: ChatGLM2Tokenizer,
+        prompt_ids: Sequence[int],
+        result: Generation,
+        *,
+        should_stop: StopCheck | None,
+        limit: int | None = None,
+        on_token: Callable[[Generation], None] | None = None,
+    ) -> None:
+        self.result = result
+        self._eos_id = tokenizer.eos_id
+        self._text = tokenizer.text_after(prompt_ids)
+        self._should_stop = should_stop
+        self._limit = limit
+        self._on_token = on_token
+
+    def add(self, token: int) -> bool:
+        """Take one generated id."""
+        if token == self._eos_id:
+            self.result.finish_reason = "eos"
+            return True
+        self.result.ids.append(token)
+        return self.add_text(self._text.add((token,)))
+
+    def add_text(self, text: str) -> bool:
+        """Take one token's text: from :meth:`add`, or from a server that sends no ids."""
+        result = self.result
+        result.generated_tokens += 1
+        result.text += text
+        if self._on_token is not None:
+            self._on_token(result)
+        if self._should_stop is not None and self._should_stop(result.text):
+            result.finish_reason = "stop"
+            return True
+        return self._limit is not None and result.generated_tokens >= self._limit
+
+
 class CompletionModel(Protocol):
     """A loaded model of any backend, used by one thread at a time (the engine's)."""
 

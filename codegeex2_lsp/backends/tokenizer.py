@@ -16,13 +16,19 @@ import codecs
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import sentencepiece as spm
+
+from codegeex2_lsp.errors import LoadError
 
 logger = logging.getLogger(__name__)
 
 # SentencePiece's stand-in for a space inside pieces.
 _SPACE_SYMBOL = "\u2581"
+
+TOKENIZER_FILE = "tokenizer.model"
+"""The tokenizer's file in a checkpoint directory (and on the hub)."""
 
 # UTF-8 sequences are at most four bytes long: this many bytes of context always hold the start
 # of any character the continuation might finish.
@@ -76,14 +82,11 @@ class ChatGLM2Tokenizer:
         up to exactly ``decode(all generated ids)`` (once the last character is complete),
         because a character split across byte pieces is emitted by the call that completes it.
         """
-        context = bytearray()
-        for token in reversed(context_ids):
-            if len(context) >= _MAX_UTF8_LEN:
-                break
-            context[:0] = self._ids_bytes((token,))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        decoder.decode(bytes(context), final=False)
-        return decoder.decode(self._ids_bytes(ids), final=False)
+        return self.text_after(context_ids).add(ids)
+
+    def text_after(self, context_ids: Sequence[int]) -> TextStream:
+        """A decoder for ids generated after ``context_ids``, fed as they come."""
+        return TextStream(self, context_ids)
 
     def suppressed_ids(self, vocab_size: int) -> list[int]:
         """Ids generation must never produce: unk, bos, the specials and embedding padding rows.
@@ -93,3 +96,41 @@ class ChatGLM2Tokenizer:
         """
         banned = [self.unk_id, self.bos_id, *range(self.piece_count, vocab_size)]
         return [i for i in banned if i < vocab_size]
+
+
+def read_tokenizer(
+    directory: Path, missing_hint: str = "the download is incomplete; download the model again"
+) -> ChatGLM2Tokenizer:
+    """The ``tokenizer.model`` in ``directory``; ``missing_hint`` says what to do without one."""
+    path = directory / TOKENIZER_FILE
+    if not path.is_file():
+        raise LoadError(f"{directory} has no {TOKENIZER_FILE}", missing_hint)
+    try:
+        return ChatGLM2Tokenizer(path)
+    except (OSError, RuntimeError) as error:
+        raise LoadError(
+            f"cannot read {path}: {error}", "the file is damaged; download it again"
+        ) from error
+
+
+class TextStream:
+    """The text of generated ids, fed a few at a time: each id's bytes are decoded once.
+
+    Re-decoding every generated id at every token would cost time growing with the answer;
+    an incremental UTF-8 decoder holds back only an unfinished character. Its start is found
+    in the last few bytes of the context, so the first piece decodes as it would after them.
+    """
+
+    def __init__(self, tokenizer: ChatGLM2Tokenizer, context_ids: Sequence[int]) -> None:
+        self._tokenizer = tokenizer
+        context = bytearray()
+        for token in reversed(context_ids):
+            if len(context) >= _MAX_UTF8_LEN:
+                break
+            context[:0] = tokenizer._ids_bytes((token,))
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder.decode(bytes(context), final=False)
+
+    def add(self, ids: Sequence[int]) -> str:
+        """The text ``ids`` complete, after all the ids added before."""
+        return self._decoder.decode(self._tokenizer._ids_bytes(ids), final=False)

@@ -930,10 +930,11 @@ def canonical_language_id(language_id: str | None, uri: str | None = None) -> st
     return guessed if guessed in _NARROWER[found] else found
 
 
-def tag_line(language_id: str | None) -> str | None:
-    """The model's tag line for a language, or None when the model knows no tag for it."""
-    canonical = canonical_language_id(language_id)
-    if canonical is None:
-        return None
-    key = _TAG_KEYS.get(canonical)
+def tag_line(canonical: str | None) -> str | None:
+    """The model's tag line for a canonical id, or None when the model knows no tag for it.
+
+    The id is made canonical once, by :func:`canonical_language_id`, where the request is
+    prepared; an editor's own id has no tag here.
+    """
+    key = _TAG_KEYS.get(canonical) if canonical else None
     return UPSTREAM_TAGS[key] if key else None

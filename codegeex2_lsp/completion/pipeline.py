@@ -25,6 +25,12 @@ from codegeex2_lsp.postprocess import (
     offers_nothing,
     postprocess,
 )
+from codegeex2_lsp.postprocess.windows import (
+    DRAFT_SUFFIX_CHARS,
+    REQUEST_LINE_CHARS,
+    REQUEST_PREFIX_CHARS,
+    REQUEST_SUFFIX_CHARS,
+)
 from codegeex2_lsp.settings.fields import Settings
 
 log = logging.getLogger(__name__)
@@ -33,22 +39,6 @@ CANDIDATE_TEMPERATURE = 0.8
 """Extra candidates are sampled this hot at least, so they differ from the greedy first one."""
 
 _GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-FOLLOWING_CHARS = 2048
-"""Text after the cursor tokenized as a source of drafts for speculative decoding: what the
-user is rewriting lies close to the cursor."""
-
-PREFIX_CHARS = 8192
-"""The request keeps at least this much of the text before the cursor (at most twice as much)
-for post-processing and typed-ahead, which look at a few thousand characters at most."""
-
-LINE_CHARS = 1024
-"""On a line longer than this, the request keeps only its end before the cursor (this much at
-least, at most twice): post-processing reads the cursor's line character by character, and a
-megabyte-long line would cost it milliseconds per keystroke for nothing it uses."""
-
-SUFFIX_CHARS = 4096
-"""The request keeps this much of the text after the cursor."""
 
 _SETTLING_CHARACTERS = frozenset("\n)]}")
 """Only a new token holding one of these can make a suggestion settled, so only then we ask."""
@@ -60,9 +50,7 @@ class CompletionRequest:
 
     prefix: str
     suffix: str
-    language_id: str | None
     prompt: Prompt
-    multiline: str
     candidates: int
     sampling: SamplingParams
     post: PostContext
@@ -96,18 +84,23 @@ def prepare(
     before any tokenizing or model work. ``invoked`` is true for an explicit request (a key
     the user pressed), which gets several candidates; automatic requests get one. Only
     windows around the cursor are read, so the cost does not grow with the document. The
-    prefix kept starts on a grid of ``PREFIX_CHARS`` (``LINE_CHARS`` in a long line), so it
-    grows as the user types along a suggestion (as typed-ahead needs) rather than sliding.
+    prefix kept starts on a grid of ``REQUEST_PREFIX_CHARS`` (``REQUEST_LINE_CHARS`` in a long
+    line), so it grows as the user types along a suggestion (as typed-ahead needs) rather
+    than sliding.
     """
     document = text if isinstance(text, LspText) else LspText(text)
     offset = document.offset(line, character, encoding)
-    prefix_start = max(0, (offset - PREFIX_CHARS) // PREFIX_CHARS * PREFIX_CHARS)
+    prefix_start = max(
+        0, (offset - REQUEST_PREFIX_CHARS) // REQUEST_PREFIX_CHARS * REQUEST_PREFIX_CHARS
+    )
     line_start = document.line_start(document.line_of(offset))
-    if offset - line_start > LINE_CHARS:
-        within = (offset - line_start - LINE_CHARS) // LINE_CHARS * LINE_CHARS
+    if offset - line_start > REQUEST_LINE_CHARS:
+        within = (
+            (offset - line_start - REQUEST_LINE_CHARS) // REQUEST_LINE_CHARS * REQUEST_LINE_CHARS
+        )
         prefix_start = max(prefix_start, line_start + within)
     prefix = document.slice(prefix_start, offset)
-    suffix = document.slice(offset, offset + SUFFIX_CHARS)
+    suffix = document.slice(offset, offset + REQUEST_SUFFIX_CHARS)
     canonical = canonical_language_id(language_id, uri)
     post = make_context(prefix, suffix, canonical or "plaintext", settings.multiline)
     if offers_nothing(post):
@@ -125,15 +118,18 @@ def prepare(
     return CompletionRequest(
         prefix=prefix,
         suffix=suffix,
-        language_id=canonical,
         prompt=prompt,
-        multiline=settings.multiline,
         candidates=settings.candidates if invoked else 1,
         sampling=sampling,
         post=post,
         cache_key=uri or "",
         cache_bytes=settings.prefix_cache_mb * 2**20,
     )
+
+
+def _grid_below(position: int, step: int) -> int:
+    """The multiple of ``step`` at or below ``position``."""
+    return position // step * step
 
 
 def generate(
@@ -194,7 +190,7 @@ def _prompt_ids(request: CompletionRequest, model: CompletionModel) -> list[int]
 def _first_sampling(request: CompletionRequest, model: CompletionModel) -> SamplingParams:
     first = request.sampling
     if first.speculative and first.temperature == 0:
-        following = model.tokenizer.encode(request.suffix[:FOLLOWING_CHARS])
+        following = model.tokenizer.encode(request.suffix[:DRAFT_SUFFIX_CHARS])
         first = dataclasses.replace(first, following_ids=tuple(following))
     return first
 

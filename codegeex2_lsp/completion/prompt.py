@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from itertools import chain
 
 from codegeex2_lsp.lsp.text import LspText
+from codegeex2_lsp.postprocess.windows import PROMPT_CHARS_PER_TOKEN, PROMPT_WINDOW_GROWTH
 
 Encode = Callable[[str], list[int]]
 
@@ -245,10 +246,6 @@ def printable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-WINDOW_CHARS_PER_TOKEN = 4
-"""The first window tried holds this many characters per token of budget: enough for code."""
-
-
 def prompt_at(
     text: LspText,
     offset: int,
@@ -266,7 +263,7 @@ def prompt_at(
     head_text, head_ids = _head(tag_line, cache, budget)
     remaining = budget - len(head_ids)
     grid = max(1, remaining // 4)
-    chars = max(1, budget) * WINDOW_CHARS_PER_TOKEN
+    chars = max(1, budget) * PROMPT_CHARS_PER_TOKEN
     line = text.line_of(offset)
     line_start = text.line_start(line)
     while True:
@@ -285,7 +282,7 @@ def prompt_at(
             )
             if start == 0 or prompt.trimmed:
                 return replace(prompt, first_line=prompt.first_line + text.line_of(start))
-        chars *= 4
+        chars *= PROMPT_WINDOW_GROWTH
 
 
 def prefix_window(

@@ -1,7 +1,10 @@
 """Which requests of a document reach the model, and when: the server's per-document policy.
 
 The newest request for a document wins; an older one is answered with an empty result, never
-late with stale text, and at once if it is still waiting out its debounce. An automatic
+late with stale text, and at once if it is still waiting out its debounce. Which *answer* is
+given is decided here; which *work* runs is the engine's rule (newer work for a document
+supersedes older work, :meth:`Engine.submit`), so this module never second-guesses it: it
+only stops work early, through the work's ticket, when no request can use its answer. An automatic
 request waits ``debounceMs`` first, longer in a burst of typing. When the user types (or
 deletes) along a suggestion already shown, the rest of it is answered at once, without the
 model. Identical requests share one piece of model work.
@@ -277,10 +280,14 @@ class Scheduler:
             state.shown.clear()
 
     def forget(self, key: str) -> None:
-        """A closed document: stop its work and drop its state."""
-        state = self._documents.pop(key, None)
-        if state is not None and state.flight is not None:
-            state.flight.ticket.cancel()
+        """A closed document: drop its state, and have the engine free what it keeps for it.
+
+        The engine's request to free supersedes the document's work like any newer work for
+        the key, so the newest-wins rule that stops it is the engine's, in one place.
+        """
+        self._documents.pop(key, None)
+        if self.engine.model is not None:
+            self.engine.forget(key)
 
 
 def _debounce_seconds(debounce_ms: int, gap: float, burst: bool) -> float:

@@ -15,27 +15,25 @@ The document store also lives here: the text synchronization notifications updat
 :class:`~codegeex2_lsp.lsp.documents.DocumentStore` instead of pygls's workspace documents. A
 request sees the document as it was when the request arrived: the part of its handler before
 the first wait runs before the next message is read, on stdio (pygls reads each line in a
-thread) and on TCP (:class:`_InTurn`).
+thread) and on TCP (:class:`~codegeex2_lsp.lsp.transport.InTurn`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import cattrs
 from lsprotocol import types
 from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcInternalError
-from pygls.io_ import run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from codegeex2_lsp.lsp.documents import DocumentStore
+from codegeex2_lsp.lsp.transport import TcpListener, send_error
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +176,7 @@ class SafeProtocol(LanguageServerProtocol):
         super().handle_message(message)
 
     def _reject(self, rejected: Rejected) -> None:
-        """Log a message that cannot be served and answer it when it is a request.
-
-        pygls has no public way to send an error response; ``_send_response`` is its own.
-        """
+        """Log a message that cannot be served and answer it when it is a request."""
         quiet = rejected.id is None and (rejected.method or "").startswith("$/")
         log.log(
             logging.DEBUG if quiet else logging.WARNING,
@@ -192,8 +187,7 @@ class SafeProtocol(LanguageServerProtocol):
             rejected.reason,
         )
         if rejected.id is not None:
-            error = types.ResponseError(code=rejected.code, message=rejected.reason)
-            self._send_response(rejected.id, error=error)
+            send_error(self, rejected.id, rejected.code, rejected.reason)
 
     # -- text synchronization into the document store -----------------------------------------
 
@@ -230,27 +224,6 @@ class SafeProtocol(LanguageServerProtocol):
             yield handler, (params,), None
 
 
-class _InTurn:
-    """A TCP stream that lets the event loop turn once before each line it returns.
-
-    From a socket, a burst of messages sits in one buffer and pygls would handle them all in
-    one go: a request's handler is only scheduled, so a ``didChange`` read right behind it
-    would be applied before the request looked at the document, and it would be answered
-    for text at a position the editor never asked about.
-    """
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self._stream = stream
-
-    async def readline(self) -> bytes:
-        line = await self._stream.readline()
-        await asyncio.sleep(0)
-        return line
-
-    async def readexactly(self, n: int) -> bytes:
-        return await self._stream.readexactly(n)
-
-
 class SafeLanguageServer(LanguageServer):
     """A pygls server on :class:`SafeProtocol` that shows each distinct problem once."""
 
@@ -259,36 +232,23 @@ class SafeLanguageServer(LanguageServer):
     def __init__(self, name: str, version: str, **kwargs: Any) -> None:
         super().__init__(name, version, protocol_cls=SafeProtocol, **kwargs)
         self._shown: set[str] = set()
+        self._tcp: TcpListener | None = None
 
     @property
     def documents(self) -> DocumentStore:
         return self.protocol.documents
 
-    def start_tcp(self, host: str, port: int) -> None:
-        """Serve one client at a time over TCP, reading its messages in turn (:class:`_InTurn`)."""
+    def start_tcp(self, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
+        """Serve one client at a time over TCP, reading its messages in turn (:class:`InTurn`);
+        ``ready`` hears the port once it is bound (port 0 picks a free one)."""
         log.info("serving LSP on %s:%s", host, port)
-        self._stop_event = stop_event = threading.Event()
+        self._tcp = TcpListener(self.protocol, self.report_server_error, self.shutdown)
+        self._tcp.serve(host, port, ready)
 
-        async def connection(stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.protocol.set_writer(writer)
-            await run_async(
-                stop_event=stop_event,
-                reader=_InTurn(stream),
-                protocol=self.protocol,
-                logger=log,
-                error_handler=self.report_server_error,
-            )
-            self.shutdown()
-
-        async def listen() -> None:
-            self._server = await asyncio.start_server(connection, host, port)
-            async with self._server:
-                await self._server.serve_forever()
-
-        try:
-            asyncio.run(listen())
-        except asyncio.CancelledError:
-            log.debug("the TCP server was cancelled")
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self._tcp is not None:
+            self._tcp.stop()
 
     @property
     def exit_status(self) -> int:

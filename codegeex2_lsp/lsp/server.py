@@ -336,8 +336,6 @@ class CodeGeeX2Server(SafeLanguageServer):
         """A closed document: stop its work and drop its state."""
         self.scheduler.forget(uri)
         self.acceptance.forget(uri)
-        if self.engine.model is not None:
-            self.engine.forget(uri)
 
     def status(self) -> dict[str, Any]:
         model = self.engine.model

@@ -28,6 +28,11 @@ CHUNK = 8192
 _BREAK = re.compile(r"\r\n|\r|\n")
 
 
+def lf_breaks(text: str) -> str:
+    """``text`` with each of LSP's line breaks as ``\\n``, for reading its lines by ``\\n``."""
+    return _BREAK.sub("\n", text)
+
+
 def _count_breaks(chunk: str) -> int:
     return chunk.count("\n") + chunk.count("\r") - chunk.count("\r\n")
 
@@ -197,6 +202,14 @@ class LspText:
         offset = self._offset(line, character, encoding)
         self._last_offset = (key, offset)
         return offset
+
+    def holds(self, line: int, character: int, encoding: PositionEncoding) -> bool:
+        """Whether the position is in the text as it is: no clamping, as :meth:`offset` does
+        for a client's stale positions, for a position the user typed."""
+        if line < 0 or character < 0 or line >= self.line_count:
+            return False
+        start = self.line_start(line)
+        return character <= units(self.slice(start, self.line_end(start)), encoding)
 
     def _offset(self, line: int, character: int, encoding: PositionEncoding) -> int:
         if line >= self.line_count:

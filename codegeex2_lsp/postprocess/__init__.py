@@ -8,8 +8,7 @@ decode loop, token by token, when nothing it could still generate would change t
 
 Use, once per request, then for every check and every candidate::
 
-    ctx = make_context(prefix, suffix, language_id, multiline,
-                       insert_spaces=..., tab_size=...)
+    ctx = make_context(prefix, suffix, language_id, multiline)
     if offers_nothing(ctx):      # decided before any model work
         return []
     ...  should_stop = lambda text: is_settled(text, ctx)
@@ -35,8 +34,10 @@ The rules, in the order they apply:
 - Loops (`repetition`). A first line copying the line above, a line three times in a row,
   a block twice in a row, a line ending in a repeating pattern.
 - Whitespace (`whitespace`). Leading blank lines and the cursor's own indentation are not
-  written again; no trailing whitespace; indentation follows the client's options or the
-  document's style; CRLF documents get CRLF.
+  written again; no trailing whitespace; indentation follows the document's style (tabs or
+  spaces, and the width, read from the lines before the cursor: LSP's completion requests
+  carry no formatting options; `make_context` takes them only where a caller has them);
+  CRLF documents get CRLF.
 - Nothing useful (blank, under two visible characters, an empty comment) is "".
 
 Languages and their syntax are in `syntax`, read by the lexer (`lexer`). Everything here

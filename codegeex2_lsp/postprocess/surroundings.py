@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from codegeex2_lsp.lsp.text import lf_breaks
 from codegeex2_lsp.postprocess.lexer import State, lex, outer_close, state_before
 from codegeex2_lsp.postprocess.syntax import Syntax, syntax_for
 from codegeex2_lsp.postprocess.whitespace import space_unit
+from codegeex2_lsp.postprocess.windows import (
+    RULES_PREFIX_CHARS,
+    RULES_PREVIOUS_LINES,
+    RULES_SUFFIX_CHARS,
+    RULES_SUFFIX_LINES,
+)
 from codegeex2_lsp.settings.fields import Multiline
-
-# How much of the document the rules look at: enough for indentation style and the next
-# lines after the cursor, small enough that a large file costs nothing.
-_PREFIX_WINDOW = 4096
-_SUFFIX_WINDOW = 2048
-_SUFFIX_LINES = 8
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,15 @@ def make_context(
     multi-line mode, and the client's formatting options when it sent them.
     """
     lang = syntax_for(language_id)
-    head = prefix[-_PREFIX_WINDOW:].replace("\r", "")
+    head = lf_breaks(prefix[-RULES_PREFIX_CHARS:])
     cut = head.rfind("\n")
     line_prefix = head[cut + 1 :]
-    tail = suffix[:_SUFFIX_WINDOW].replace("\r", "").split("\n")
+    tail = lf_breaks(suffix[:RULES_SUFFIX_CHARS]).split("\n")
     next_lines: list[str] = []
     for line in tail[1:]:
         if line.strip():
             next_lines.append(line.rstrip())
-            if len(next_lines) == _SUFFIX_LINES:
+            if len(next_lines) == RULES_SUFFIX_LINES:
                 break
     before = prefix[: len(prefix) - len(line_prefix)]
     start = state_before(before, lang) if before else None
@@ -80,7 +81,8 @@ def make_context(
         opens = len(lang.opener.findall(code)) > len(lang.closer.findall(code))
     else:
         opens = False
-    previous = head[:cut].rsplit("\n", 8)[-8:] if cut >= 0 else []
+    above = RULES_PREVIOUS_LINES
+    previous = head[:cut].rsplit("\n", above)[-above:] if cut >= 0 else []
     spaces = insert_spaces
     if spaces is None:
         tabs, spaced = head.count("\n\t"), head.count("\n ")
@@ -88,7 +90,7 @@ def make_context(
     unit = tab_size or None
     if unit is None and spaces:
         unit = space_unit(head.split("\n")) or 4
-    crlf = "\r\n" in prefix[-_PREFIX_WINDOW:] or "\r\n" in suffix[:_SUFFIX_WINDOW]
+    crlf = "\r\n" in prefix[-RULES_PREFIX_CHARS:] or "\r\n" in suffix[:RULES_SUFFIX_CHARS]
     return PostContext(
         lang=lang,
         multiline=multiline,

@@ -102,19 +102,20 @@ class LoadSpec:
     """What a (re)load depends on: a change to any field means loading again.
 
     Each field is named after the setting it comes from; :meth:`Settings.load_spec` is its one
-    source, so a field added here is taken from the settings without further wiring.
+    source, so a field added here is taken from the settings without further wiring, and the
+    defaults are the settings' own (build one with ``Settings(...).load_spec()``).
     """
 
     model: str
-    device: str = "auto"
-    dtype: Dtype = "auto"
-    quantize: Quantize = "auto"
-    num_gpus: int = 1
-    backend: Backend = "local"
-    server_url: str = DEFAULT_SERVER_URL
-    served_model: str = ""
-    request_timeout_ms: int = 10000
-    shared_idle_minutes: float = 10.0
+    device: str
+    dtype: Dtype
+    quantize: Quantize
+    num_gpus: int
+    backend: Backend
+    server_url: str
+    served_model: str
+    request_timeout_ms: int
+    shared_idle_minutes: float
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ class Settings:
             **{field.name: getattr(self, field.name) for field in dataclasses.fields(LoadSpec)}
         )
         unused = UNUSED[self.backend]
-        defaults = LoadSpec(model=self.model)
+        defaults = Settings()
         return dataclasses.replace(spec, **{name: getattr(defaults, name) for name in unused})
 
     def within_context(self, context_tokens: int | None) -> Settings:

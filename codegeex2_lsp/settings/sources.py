@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,22 @@ def _flag_type(spec: SettingSpec) -> Callable[[str], Any]:
         # An unknown word stays a string, which the check reports like any bad value.
         return lambda text: _FLAG_BOOLEANS.get(text.lower(), text)
     return str
+
+
+_SETTING_NAME = re.compile(r"\bcodegeex2\.([A-Za-z]+)\b")
+
+
+def for_command_line(text: str) -> str:
+    """``text`` with each setting named by its flag: ``codegeex2.model`` reads ``--model``.
+
+    Messages name settings as the editor knows them; on the command line the user sets flags.
+    """
+
+    def flag(match: re.Match[str]) -> str:
+        spec = SETTINGS_BY_KEY.get(match.group(1))
+        return spec.flag if spec is not None else match.group(0)
+
+    return _SETTING_NAME.sub(flag, text)
 
 
 def from_arguments(namespace: argparse.Namespace, base: Settings | None = None) -> Update:

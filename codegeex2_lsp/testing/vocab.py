@@ -8,8 +8,9 @@ must stay byte-fallback pieces, as in the real tokenizer.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import resources
+from typing import Any
 
 import sentencepiece as spm
 
@@ -25,16 +26,23 @@ def _corpus_lines() -> Iterator[str]:
             yield line
 
 
-def train_tokenizer(vocab_pieces: int = 1000) -> bytes:
+def train_tokenizer(
+    vocab_pieces: int = 1000, lines: Iterable[str] | None = None, sample: int | None = None
+) -> bytes:
     """A SentencePiece model trained like the ChatGLM2 one, returned as the file's bytes.
 
     Whitespace-exact (identity normalization, no dummy prefix, no whitespace folding) with byte
     fallback, so any text round-trips and ``\\n``/tab are the byte pieces 13/12; one line per
     sentence, so no piece spans a newline and per-line encoding equals whole-text encoding.
+    ``lines`` replaces the tiny corpus (a benchmark's larger vocabulary), of which ``sample``
+    lines, drawn at random, are used when given.
     """
+    sampling: dict[str, Any] = {}
+    if sample is not None:
+        sampling = {"input_sentence_size": sample, "shuffle_input_sentence": True}
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_corpus_lines(),
+        sentence_iterator=iter(lines) if lines is not None else _corpus_lines(),
         model_writer=model,
         model_type="bpe",
         vocab_size=vocab_pieces,
@@ -52,5 +60,6 @@ def train_tokenizer(vocab_pieces: int = 1000) -> bytes:
         pad_id=-1,
         num_threads=1,
         minloglevel=2,
+        **sampling,
     )
     return model.getvalue()

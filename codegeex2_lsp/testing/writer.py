@@ -12,9 +12,10 @@ from typing import Any
 import sentencepiece as spm
 import torch
 
-from codegeex2_lsp.backends.local.checkpoint import BIN_INDEX, CONFIG_FILE, TOKENIZER_FILE
+from codegeex2_lsp.backends.local.checkpoint import BIN_INDEX, CONFIG_FILE
 from codegeex2_lsp.backends.local.memory import CODEGEEX2_6B
 from codegeex2_lsp.backends.local.quantize import pack_int4, quantize_weight
+from codegeex2_lsp.backends.tokenizer import TOKENIZER_FILE
 from codegeex2_lsp.testing.vocab import train_tokenizer
 from codegeex2_lsp.testing.weights import Weights
 

@@ -21,12 +21,10 @@ import torch
 from transformers import GlmConfig
 
 from codegeex2_lsp.backends.local.quantize import INT4_GROUP_SIZE, int4_group_size
-from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.errors import LoadError
 
 CONFIG_FILE = "config.json"
 
-TOKENIZER_FILE = "tokenizer.model"
 
 BIN_INDEX = "pytorch_model.bin.index.json"
 
@@ -395,19 +393,3 @@ def linear_names(config: GlmConfig, *, lm_head: bool) -> set[str]:
     if lm_head:
         names.add("lm_head")
     return names
-
-
-def load_tokenizer(model_dir: Path) -> ChatGLM2Tokenizer:
-    """The checkpoint's ``tokenizer.model``, read with sentencepiece."""
-    path = model_dir / TOKENIZER_FILE
-    if not path.is_file():
-        raise LoadError(
-            f"{model_dir} has no {TOKENIZER_FILE}",
-            "the download is incomplete; download the model again",
-        )
-    try:
-        return ChatGLM2Tokenizer(path)
-    except (OSError, RuntimeError) as exc:
-        raise LoadError(
-            f"cannot read {path}: {exc}", "the file is damaged; download the model again"
-        ) from exc

@@ -21,7 +21,6 @@ from codegeex2_lsp.backends.local.checkpoint import (
     CONFIG_FILE,
     QUANTIZATION_KEY,
     SAFETENSORS_INDEX,
-    TOKENIZER_FILE,
     StoredQuantization,
     glm_config,
     glm_tensors,
@@ -33,6 +32,7 @@ from codegeex2_lsp.backends.local.checkpoint import (
 )
 from codegeex2_lsp.backends.local.hub import resolve_model_dir
 from codegeex2_lsp.backends.local.quantize import bits_of, pack_int4, quantize_weight
+from codegeex2_lsp.backends.tokenizer import TOKENIZER_FILE
 from codegeex2_lsp.errors import LoadError
 
 SHARD_BYTES = 2 * 10**9

@@ -157,7 +157,7 @@ def _auto_quantize(
 ) -> tuple[str, str]:
     if gpu_dtype is None:
         if parameters >= LARGE_MODEL_PARAMETERS:
-            return "int8", "int8: the fastest prefill and decode on CPU"
+            return "int8", "int8: the closer precision and the fastest prefill on CPU"
         return "none", "none: a small model runs fastest in float"
     for quantize in ("none", "int8", "int4"):
         if fits(chosen, gpu_dtype[0], quantize):

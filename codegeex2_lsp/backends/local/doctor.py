@@ -7,7 +7,6 @@ import json
 import os
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,8 @@ from codegeex2_lsp.backends.local.memory import (
 )
 from codegeex2_lsp.backends.local.placement import plan_load
 from codegeex2_lsp.backends.local.quantize import select_kernel
-from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.errors import Diagnosis, LoadError
 from codegeex2_lsp.settings.fields import Settings
-
-
-@dataclass
-class Diagnosis:
-    """Lines to print, and the problems that mean the configuration cannot work."""
-
-    lines: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 def diagnose(
@@ -80,7 +67,7 @@ def diagnose(
         plan = plan_load(chatglm, settings.load_spec(), hardware=hardware, free=free)
     except LoadError as error:
         out.lines.append("resolves to: cannot work")
-        out.problems.append(f"{error.message}. {error.hint}")
+        out.fail(error)
         return out
     placement = plan.placement
     settings_line = (

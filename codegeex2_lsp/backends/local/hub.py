@@ -15,9 +15,9 @@ from codegeex2_lsp.backends.local.checkpoint import (
     BIN_INDEX,
     CONFIG_FILE,
     SAFETENSORS_INDEX,
-    TOKENIZER_FILE,
     read_config,
 )
+from codegeex2_lsp.backends.tokenizer import TOKENIZER_FILE
 from codegeex2_lsp.errors import LoadError
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from transformers import DynamicCache, GlmForCausalLM
 from codegeex2_lsp.backends.drafting import DRAFT_TOKENS, Drafter, DraftTotals
 from codegeex2_lsp.backends.generation import (
     Cancelled,
+    Continuation,
     Generation,
     SamplingParams,
     StopCheck,
@@ -126,11 +127,11 @@ class LocalModel:
         if mode != "dynamic" and self.decode != mode:
             progress("Compiling the decode step")
         try:
-            self.configure_decode(mode, context_tokens)
+            self.set_decode_mode(mode, context_tokens)
         except Exception:
             # A compiler that fails must not cost the user their completions.
             log.exception("preparing %s decode failed; decoding without it", mode)
-            self.configure_decode("dynamic", context_tokens)
+            self.set_decode_mode("dynamic", context_tokens)
 
     def status(self) -> dict[str, Any]:
         """The decode path, speculation's counters and the KV memory kept for prefix reuse."""
@@ -141,7 +142,7 @@ class LocalModel:
         }
 
     @torch.inference_mode()
-    def configure_decode(self, mode: DecodeMode, context_tokens: int) -> None:
+    def set_decode_mode(self, mode: DecodeMode, context_tokens: int) -> None:
         """Switch the decode path; a static one holds ``context_tokens`` and is warmed up now.
 
         Compiling takes seconds to minutes, so it belongs to loading or to a settings change,
@@ -244,22 +245,20 @@ class LocalModel:
         drafter = None
         if params.speculative and generator is None:
             drafter = Drafter(prompt_ids, params.following_ids, max_tokens=self.draft_tokens)
-        context = list(prompt_ids[-8:])
 
-        def emit(token: int) -> bool:
-            if token == self.tokenizer.eos_id:
-                result.finish_reason = "eos"
-                return True
-            result.ids.append(token)
-            result.generated_tokens += 1
+        def counted(grown: Generation) -> None:
             self.totals.generated += 1
-            result.text = self.tokenizer.decode_continuation(context, result.ids)
             if observe is not None:
-                observe(result)
-            if should_stop is not None and should_stop(result.text):
-                result.finish_reason = "stop"
-                return True
-            return result.generated_tokens >= params.max_new_tokens
+                observe(grown)
+
+        rule = Continuation(
+            self.tokenizer,
+            prompt_ids,
+            result,
+            should_stop=should_stop,
+            limit=params.max_new_tokens,
+            on_token=counted,
+        )
 
         def before_pass() -> None:
             if cancelled():
@@ -271,7 +270,7 @@ class LocalModel:
                 logits,
                 static if static is not None else _CacheSteps(self, entry),
                 pick=lambda row: self._pick(row, params, generator),
-                emit=emit,
+                emit=rule.add,
                 before_pass=before_pass,
                 generated=result.ids,
                 limit=params.max_new_tokens,

@@ -36,7 +36,7 @@ BLOCK = 32
 
 _ISAS = {0: "portable C", 1: "AVX2", 2: "AVX-VNNI", 3: "AVX-512 VNNI"}
 
-_PACK_ROWS = 256
+_KERNEL_PACK_ROWS = 256
 """Rows packed at a time. Small blocks keep the intermediates small enough that glibc returns
 them at once: with 4,096 rows, loading the 6B model in INT4 peaked 0.8 GB higher."""
 
@@ -85,7 +85,7 @@ def pack(q: torch.Tensor, scale: torch.Tensor, tile_rows: int) -> tuple[torch.Te
             f"multiples of {BLOCK} columns, not a [{rows}, {columns}] weight in groups of {group}"
         )
     packed = torch.empty(rows * columns // 2, dtype=torch.uint8)
-    step = _PACK_ROWS - _PACK_ROWS % tile_rows
+    step = _KERNEL_PACK_ROWS - _KERNEL_PACK_ROWS % tile_rows
     for start in range(0, rows, step):
         block = q[start : start + step]
         count = block.shape[0]

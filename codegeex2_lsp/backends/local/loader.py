@@ -25,7 +25,6 @@ from codegeex2_lsp.backends.local.checkpoint import (
     glm_config,
     glm_tensors,
     linear_names,
-    load_tokenizer,
     read_config,
     read_weights,
     stored_quantization,
@@ -51,6 +50,7 @@ from codegeex2_lsp.backends.local.quantize import (
     swap_linears,
     unpack_int4,
 )
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.settings.fields import LoadSpec
 
@@ -358,7 +358,7 @@ def load_local(
         plan = plan_load(chatglm, spec, hardware=hardware)
         placement = plan.placement
         report("Reading the tokenizer")
-        tokenizer = load_tokenizer(directory)
+        tokenizer = read_tokenizer(directory)
         report(f"Loading weights on {placement.describe()}")
         model = load_model(
             directory,

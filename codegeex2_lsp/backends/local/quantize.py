@@ -43,7 +43,7 @@ INT4_GROUP_SIZE = 128
 
 _INT4_KERNEL_GROUPS = (32, 64, 128, 256)
 
-_PACK_ROWS = 4096
+_TORCH_PACK_ROWS = 4096
 """Rows packed at a time for torch's CPU INT4 kernel; a multiple of its 64-row blocks, or the blocks
 would be laid out differently from a whole-weight packing."""
 
@@ -264,7 +264,7 @@ class Int4PackKernel(Kernel):
                     torch._convert_weight_to_int4pack_for_cpu(
                         (block.to(torch.int32) + 8).contiguous(), 1
                     )
-                    for block in q.split(_PACK_ROWS)
+                    for block in q.split(_TORCH_PACK_ROWS)
                 ]
             )
         else:

@@ -8,37 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 
 from codegeex2_lsp.backends.generation import SamplingParams
 from codegeex2_lsp.backends.remote.connect import api_key, choose_model, connect, load_tokenizer
 from codegeex2_lsp.backends.remote.http import Endpoint, WireClient
-from codegeex2_lsp.errors import LoadError
+from codegeex2_lsp.errors import Diagnosis, LoadError
 from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, Settings
 
 ROUND_TRIPS = 5
 """One-token requests timed for the round trip; the median is shown."""
 
 
-@dataclass
-class RemoteDiagnosis:
-    """Lines to print, and the problems that mean the backend cannot work."""
-
-    lines: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def fail(self, error: LoadError) -> RemoteDiagnosis:
-        self.problems.append(f"{error.message} ({error.hint})")
-        return self
-
-
-def diagnose_remote(settings: Settings) -> RemoteDiagnosis:
+def diagnose_remote(settings: Settings) -> Diagnosis:
     """Check the server that ``settings`` point at, step by step."""
-    out = RemoteDiagnosis()
+    out = Diagnosis()
     key = api_key()
     endpoint = Endpoint(
         settings.server_url, api_key=key, timeout=settings.request_timeout_ms / 1000

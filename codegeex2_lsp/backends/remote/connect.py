@@ -22,13 +22,11 @@ from codegeex2_lsp.backends.remote.http import (
     WireClient,
 )
 from codegeex2_lsp.backends.remote.streaming import RemoteModel
-from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
+from codegeex2_lsp.backends.tokenizer import TOKENIZER_FILE, ChatGLM2Tokenizer, read_tokenizer
 from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.settings.fields import LoadSpec
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_FILE = "tokenizer.model"
 
 
 @dataclass(frozen=True)
@@ -47,24 +45,16 @@ def api_key() -> str | None:
 
 def load_tokenizer(model: str, progress: Callable[[str], None] | None = None) -> ChatGLM2Tokenizer:
     """The tokenizer of ``model`` (a directory or hub id), fetching only ``tokenizer.model``."""
-    local = Path(model).expanduser()
-    path = local / TOKENIZER_FILE
-    if not local.is_dir():
+    directory = Path(model).expanduser()
+    if not directory.is_dir():
         if progress is not None:
             progress(f"Fetching the tokenizer of {model}")
-        path = _download_tokenizer(model)
-    if not path.is_file():
-        raise LoadError(
-            f"{local} has no {TOKENIZER_FILE}",
-            "point codegeex2.model at the served model's directory or hub id: the tokenizer "
-            "comes from there",
-        )
-    try:
-        return ChatGLM2Tokenizer(path)
-    except (OSError, RuntimeError) as error:
-        raise LoadError(
-            f"cannot read {path}: {error}", "the file is damaged; fetch it again"
-        ) from error
+        directory = _download_tokenizer(model).parent
+    return read_tokenizer(
+        directory,
+        "point codegeex2.model at the served model's directory or hub id: the tokenizer "
+        "comes from there",
+    )
 
 
 def _download_tokenizer(repo_id: str) -> Path:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from codegeex2_lsp.backends.generation import (
     Cancelled,
+    Continuation,
     Generation,
     SamplingParams,
     StopCheck,
@@ -301,7 +302,7 @@ class RemoteModel:
 
 
 class _Decoder:
-    """Turns streamed pieces into the generation, token by token, as the local decode loop does.
+    """Turns streamed pieces into the generation by the backends' per-token rule.
 
     Ids are decoded here (the server may have no tokenizer); a server that sends no ids is
     taken by its text, one piece standing for one token.
@@ -314,9 +315,7 @@ class _Decoder:
         should_stop: StopCheck | None,
         result: Generation,
     ) -> None:
-        self.tokenizer = tokenizer
-        self.context = prompt_ids[-8:]
-        self.should_stop = should_stop
+        self.rule = Continuation(tokenizer, prompt_ids, result, should_stop=should_stop)
         self.result = result
         self.saw_ids = False
         self.done = False
@@ -327,37 +326,21 @@ class _Decoder:
         An answer the server ended itself is read to the end of the stream, for the usage
         chunk that follows it.
         """
-        result = self.result
         if self.done:
             return False
         if piece.ids is not None:
             self.saw_ids = True
             for token in piece.ids:
-                if token == self.tokenizer.eos_id:
-                    result.finish_reason = "eos"
+                if self.rule.add(token):
                     self.done = True
-                    # A server that ignored stop_token_ids would go on: stop it.
-                    return piece.finish_reason is None
-                result.ids.append(token)
-                result.generated_tokens += 1
-                result.text = self.tokenizer.decode_continuation(self.context, result.ids)
-                if self._settled():
-                    return True
-        elif piece.text:
-            result.generated_tokens += 1
-            result.text += piece.text
-            if self._settled():
-                return True
-        if piece.finish_reason is not None:
-            result.finish_reason = "length" if piece.finish_reason == "length" else "eos"
-            self.done = True
-        return False
-
-    def _settled(self) -> bool:
-        if self.should_stop is not None and self.should_stop(self.result.text):
-            self.result.finish_reason = "stop"
+                    # A server that ignored stop_token_ids would go on after eos: stop it.
+                    return self.result.finish_reason != "eos" or piece.finish_reason is None
+        elif piece.text and self.rule.add_text(piece.text):
             self.done = True
             return True
+        if piece.finish_reason is not None:
+            self.result.finish_reason = "length" if piece.finish_reason == "length" else "eos"
+            self.done = True
         return False
 
 
