@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: a virtual environment with torch (the build the
-# configured package indexes offer; see the README for the CPU-only one), the package with its test tools, the editors the editor tests drive (Emacs and
-# Neovim; installing Emacs needs root or sudo), the VS Code extension's build and unit
-# tests, vLLM for the remote backend's tests (kept outside the clone between runs), the
-# linter, the formatter and the type checker, then pytest. Arguments go to pytest. Without
-# arguments (the whole suite, as CI runs it) the VS Code extension's end-to-end test in
-# code-server follows; it installs what it needs itself (Chromium from Debian, Node 24 and
-# code-server from npm, cached outside the clone: about 13 minutes the first time, 2 after).
+# configured package indexes offer; see the README for the CPU-only one), the package with its
+# test tools, the editors the editor tests drive (Emacs and Neovim; installing Emacs needs root
+# or sudo), the VS Code extension's build and unit tests, vLLM for the remote backend's tests
+# (kept outside the clone between runs), the linter, the formatter and the type checker, then
+# pytest. Arguments go to pytest. Without arguments (the whole suite, as CI runs it) the VS Code
+# extension's end-to-end test in code-server runs before pytest; it installs what it needs
+# itself (Chromium from Debian, Node 24 and code-server from npm, cached outside the clone:
+# about 13 minutes the first time, 2 after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
