@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from codegeex2_lsp.backends.generation import CompletionModel, Generation, SamplingParams
 from codegeex2_lsp.completion.languages import canonical_language_id, tag_line
-from codegeex2_lsp.completion.prompt import LineTokenCache, Prompt, prompt_at
+from codegeex2_lsp.completion.prompt import NO_CONTEXT, Context, LineTokenCache, Prompt, prompt_at
 from codegeex2_lsp.lsp.text import LspText, PositionEncoding
 from codegeex2_lsp.postprocess import (
     PostContext,
@@ -49,6 +49,9 @@ megabyte-long line would cost it milliseconds per keystroke for nothing it uses.
 
 SUFFIX_CHARS = 4096
 """The request keeps this much of the text after the cursor."""
+
+ContextSource = Callable[[LspText, int, str | None, int], Context]
+"""Gives the snippet block for (document, cursor offset, canonical language id, token budget)."""
 
 _SETTLING_CHARACTERS = frozenset("\n)]}")
 """Only a new token holding one of these can make a suggestion settled, so only then we ask."""
@@ -89,6 +92,7 @@ def prepare(
     uri: str | None = None,
     encoding: PositionEncoding = "utf-16",
     invoked: bool = False,
+    context: ContextSource | None = None,
 ) -> CompletionRequest | None:
     """Cut the document at the cursor and build the prompt within the token budget.
 
@@ -98,6 +102,8 @@ def prepare(
     windows around the cursor are read, so the cost does not grow with the document. The
     prefix kept starts on a grid of ``PREFIX_CHARS`` (``LINE_CHARS`` in a long line), so it
     grows as the user types along a suggestion (as typed-ahead needs) rather than sliding.
+
+    ``context`` gives the snippets from other files, within :func:`context_budget`.
     """
     document = text if isinstance(text, LspText) else LspText(text)
     offset = document.offset(line, character, encoding)
@@ -112,9 +118,14 @@ def prepare(
     post = make_context(prefix, suffix, canonical or "plaintext", settings.multiline)
     if offers_nothing(post):
         return None
-    prompt = prompt_at(
-        document, offset, tag_line=tag_line(canonical), cache=cache, budget=settings.prompt_budget()
-    )
+    tag = tag_line(canonical)
+    budget = settings.prompt_budget()
+    block = NO_CONTEXT
+    if context is not None:
+        room = context_budget(settings, budget, tag, cache)
+        if room > 0:
+            block = context(document, offset, canonical, room)
+    prompt = prompt_at(document, offset, tag_line=tag, cache=cache, budget=budget, context=block)
     sampling = SamplingParams(
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
@@ -134,6 +145,14 @@ def prepare(
         cache_key=uri or "",
         cache_bytes=settings.prefix_cache_mb * 2**20,
     )
+
+
+def context_budget(settings: Settings, budget: int, tag: str | None, cache: LineTokenCache) -> int:
+    """Tokens the snippet block may take: ``contextTokens``, and never more than half of what
+    the tag line leaves, so the text before the cursor keeps priority."""
+    if settings.context_tokens <= 0 or not tag:
+        return 0
+    return min(settings.context_tokens, (budget - len(cache.encode_line(tag + "\n"))) // 2)
 
 
 def generate(
