@@ -40,8 +40,10 @@ async def running_server(
     capabilities: str | types.ClientCapabilities = "visual-studio-code",
     initialization_options: dict[str, Any] | None = None,
     position_encodings: list[types.PositionEncodingKind] | None = None,
+    workspace_folders: list[Path] | None = None,
 ) -> AsyncIterator[LanguageClient]:
-    """A client talking to ``python -m codegeex2_lsp FLAGS`` over stdio, initialized."""
+    """A client talking to ``python -m codegeex2_lsp FLAGS`` over stdio, initialized, with
+    ``workspace_folders`` as its workspace."""
     client = make_test_lsp_client()
     await client.start_io(sys.executable, "-m", "codegeex2_lsp", *flags)
     if isinstance(capabilities, str):
@@ -55,6 +57,11 @@ async def running_server(
             types.InitializeParams(
                 capabilities=capabilities,
                 initialization_options=initialization_options,
+                workspace_folders=[
+                    types.WorkspaceFolder(uri=folder.as_uri(), name=folder.name)
+                    for folder in workspace_folders or ()
+                ]
+                or None,
             )
         )
         _capabilities[client] = result.capabilities

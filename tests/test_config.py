@@ -27,6 +27,7 @@ def test_defaults_match_the_documented_ones() -> None:
         "quantize": "auto",
         "numGpus": 1,
         "maxContextTokens": 2048,
+        "contextTokens": 512,
         "maxNewTokens": 64,
         "temperature": 0.0,
         "topP": 0.95,

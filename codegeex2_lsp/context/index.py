@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -153,9 +153,18 @@ class SymbolIndex:
 class Workspace:
     """The index of the workspace folders and open documents, and the thread that builds it."""
 
-    def __init__(self, *, limits: Limits = DEFAULT_LIMITS, excluded: Excluded = _never) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        excluded: Excluded = _never,
+        read: Callable[[Path, Limits], str | None] = read_source,
+    ) -> None:
+        """``excluded`` is asked once per file before it is read; ``read`` reads one file
+        (or says it cannot be), on the index thread."""
         self.limits = limits
         self.excluded = excluded
+        self._read_source = read
         self.index = SymbolIndex()
         self.roots: tuple[Path, ...] = ()
         self._condition = threading.Condition()
@@ -348,7 +357,7 @@ class Workspace:
     def _read(self, path: Path, root: Path | None) -> None:
         """Index ``path`` from disk, a file already found allowed; drop it if it cannot be."""
         language = self._language(path)
-        text = read_source(path, self.limits) if language is not None else None
+        text = self._read_source(path, self.limits) if language is not None else None
         symbols = parse(text, language) if text is not None and language is not None else None
         if symbols is None:
             self.index.remove(path)

@@ -183,7 +183,7 @@ class ContextSelector:
         line = text.line_of(offset)
         before = text.slice(text.line_start(max(0, line - NEAR_LINES)), offset)
         current = self.index.file(request.path)
-        wanted = list(self._wanted(request.path, current, uses_near(before)))
+        wanted = list(self._wanted(request.path, request.language, current, uses_near(before)))
         anchor = (line // ANCHOR_LINES, request.budget, prefix)
         keys = frozenset(item.key for item in wanted)
         previous = self._choices.get(request.path)
@@ -228,18 +228,25 @@ class ContextSelector:
         self._resolved[current.path] = (self.index.changes, resolved)
         return resolved
 
-    def _wanted(self, path: Path, current: IndexedFile | None, uses: list[Use]) -> Iterator[Wanted]:
-        if current is None:
-            return
-        local = {d.name for d in current.symbols.definitions}
+    def _wanted(
+        self, path: Path, language: str | None, current: IndexedFile | None, uses: list[Use]
+    ) -> Iterator[Wanted]:
+        """The definitions the uses lead to, nearest use first. A file the index has not read
+        yet (just opened while a large workspace is read) still gets lookups by name."""
+        local: set[str] = set()
         bindings: dict[str, tuple[str, list[IndexedFile]]] = {}
         imported_files: list[IndexedFile] = []
-        for imported, files in self._imports(current):
-            imported_files.extend(files)
-            for local_name, original in imported.names:
-                bindings.setdefault(local_name, (original, files))
-        imported_files.extend(neighbours(current, self.index))
-        group = family(current.symbols.language)
+        if current is not None:
+            local = {d.name for d in current.symbols.definitions}
+            for imported, files in self._imports(current):
+                imported_files.extend(files)
+                for local_name, original in imported.names:
+                    bindings.setdefault(local_name, (original, files))
+            imported_files.extend(neighbours(current, self.index))
+            language = current.symbols.language
+        if language is None:
+            return
+        group = family(language)
         seen: set[tuple[Path, int, str]] = set()
         for use in uses:
             for found in self._lookup(use, path, local, bindings, imported_files, group):
