@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codegeex2_lsp.completion.pipeline import prepare
-from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.completion.prompt import Context, LineTokenCache
 from codegeex2_lsp.context.files import Limits, read_source, walk
 from codegeex2_lsp.context.index import Workspace
 from codegeex2_lsp.context.parsing import parse
@@ -81,17 +81,28 @@ LANGUAGE_SAMPLES = [
     ),
     (
         "javascript",
-        "import { a } from './a';\nexport function area(r) {\n  return r;\n}\nconst Shape = () => 1;\n",
+        (
+            "import { a } from './a';\nexport function area(r) {\n"
+            "  return r;\n}\nconst Shape = () => 1;\n"
+        ),
         {"area", "Shape"},
     ),
     (
         "typescript",
-        "import type { R } from './r';\nexport interface Shape { area(): number }\nexport type Id = string;\nexport function area(r: number): number { return r; }\n",
+        (
+            "import type { R } from './r';\n"
+            "export interface Shape { area(): number }\n"
+            "export type Id = string;\n"
+            "export function area(r: number): number { return r; }\n"
+        ),
         {"area", "Shape", "Id"},
     ),
     (
         "go",
-        'package g\nimport "fmt"\ntype Shape struct {\n  R int\n}\nfunc Area(r int) int { return r }\n',
+        (
+            'package g\nimport "fmt"\ntype Shape struct {\n  R int\n}\n'
+            "func Area(r int) int { return r }\n"
+        ),
         {"Area", "Shape"},
     ),
     (
@@ -134,7 +145,10 @@ def test_each_language_yields_its_top_level_definitions_and_imports(
 
 def test_a_long_definition_is_summarised_by_its_headers() -> None:
     body = "".join(f"        x{i} = {i}\n" for i in range(30))
-    text = f"class Big(Base):\n    def first(self, a: int) -> int:\n{body}    def second(self):\n        pass\n"
+    text = (
+        f"class Big(Base):\n    def first(self, a: int) -> int:\n"
+        f"{body}    def second(self):\n        pass\n"
+    )
     symbols = parse(text, "python")
     assert symbols is not None
     big = next(d for d in symbols.definitions if d.name == "Big")
@@ -332,12 +346,18 @@ RESOLUTION_CASES = [
     (
         "java",
         {
-            "src/com/x/geo/Shape.java": "package com.x.geo;\npublic class Shape {\n  public double area() { return 1; }\n}\n",
+            "src/com/x/geo/Shape.java": (
+                "package com.x.geo;\npublic class Shape {\n"
+                "  public double area() { return 1; }\n}\n"
+            ),
             "src/com/x/App.java": "",
         },
         "src/com/x/App.java",
         "java",
-        "package com.x;\nimport com.x.geo.Shape;\nclass App {\n  void run() {\n    Shape s = new Shape();\n",
+        (
+            "package com.x;\nimport com.x.geo.Shape;\nclass App {\n"
+            "  void run() {\n    Shape s = new Shape();\n"
+        ),
         "public class Shape {",
     ),
     (
@@ -464,7 +484,7 @@ def test_the_prompt_puts_the_block_after_the_tag_and_the_file_keeps_priority(
     text = APP_HEAD + "    x = 1\n" * 200 + "    u = make_user('a')\n    "
     cache = LineTokenCache(lambda line: [ord(char) for char in line])
 
-    def context(document: LspText, offset: int, language: str | None, budget: int):  # type: ignore[no-untyped-def]
+    def context(document: LspText, offset: int, language: str | None, budget: int) -> Context:
         block = selector.block(
             ContextRequest(
                 path.resolve(), document, offset, language, TAG, budget, cache.encode_line
@@ -511,7 +531,10 @@ def test_the_block_stays_while_a_function_is_typed_and_changes_only_when_it_must
     workspace = indexed(tmp_path)
     selector = ContextSelector(workspace.index)
     app = tmp_path / "pkg" / "app.py"
-    head = "from pkg.models import make_user\nfrom pkg import text\n\n\ndef main():\n    u = make_user('a')\n"
+    head = (
+        "from pkg.models import make_user\nfrom pkg import text\n\n\n"
+        "def main():\n    u = make_user('a')\n"
+    )
     typed = "    total = 0\n    for i in range(10):\n        total += i * 2\n    return total\n"
     blocks = []
     for end in range(len(typed) + 1):
