@@ -342,6 +342,19 @@ class Workspace:
         if path in self._open:
             return
         root = self.root_of(path)
+        if not path.exists():
+            # A folder deleted is one event: everything indexed under it goes.
+            for known in self.index.paths():
+                if (known == path or path in known.parents) and known not in self._open:
+                    self.index.remove(known)
+            if path in self.roots:
+                log.info("context: workspace folder %s is gone; it adds no context", path)
+            return
+        if path.is_dir():
+            if root is not None:
+                with self._condition:
+                    self._scans.append(root)
+            return
         language = self._language(path)
         allowed = (
             language is not None
