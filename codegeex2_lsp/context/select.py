@@ -15,7 +15,6 @@ typed is never looked up: it is unfinished.
 from __future__ import annotations
 
 import re
-import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +41,17 @@ EDIT_LINES = 3
 
 RECENT_EDITS = 8
 
+IMPORTED_CHARS = 16384
+"""Text above the cursor searched for the last use of each imported name, on a rebuild."""
+
 MAX_LOOKUPS = 3
 """A name defined in more files than this, and not imported, is too common to guess from."""
 
 MIN_SNIPPET_TOKENS = 8
+
+SHARE_OF_ONE = 4
+"""A definition whose whole text would take more than this share of the block shows only its
+header."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][\w$]*")
 _QUALIFIED = re.compile(r"([A-Za-z_$][\w$]*)\s*(?:\.|::|->)\s*([A-Za-z_$][\w$]*)")
@@ -159,7 +165,7 @@ class ContextSelector:
         self._edits: deque[tuple[Path, int]] = deque(maxlen=RECENT_EDITS)
         self._windows: dict[Path, _Windows] = {}
         self._resolved: dict[Path, tuple[int, list[tuple[Import, list[IndexedFile]]]]] = {}
-        self._lock = threading.Lock()
+        self._open_paths: set[Path] = set()
         self.rebuilds = 0
 
     def edited(self, path: Path, line: int) -> None:
@@ -196,6 +202,12 @@ class ContextSelector:
             self._choices.move_to_end(request.path)
             return previous.block
         self.rebuilds += 1
+        self._open_paths = {document.path for document in request.open_documents}
+        if current is not None:
+            above = text.slice(max(0, offset - IMPORTED_CHARS), offset)
+            wanted += [item for item in self._imported(current, above) if item.key not in keys]
+        # What the user has open is what they are working with: its definitions go first.
+        wanted.sort(key=lambda item: item.file.path not in self._open_paths)
         block, shown = self._build(request, prefix, wanted, before)
         considered = keys | (
             previous.considered if previous and previous.anchor == anchor else frozenset()
@@ -227,6 +239,22 @@ class ContextSelector:
         ]
         self._resolved[current.path] = (self.index.changes, resolved)
         return resolved
+
+    def _imported(self, current: IndexedFile, above: str) -> list[Wanted]:
+        """The definitions of every name the file imports, the last used first: what a line
+        about to be written most likely calls. Looked at only when the block is rebuilt."""
+        found: list[tuple[int, Wanted]] = []
+        for imported, files in self._imports(current):
+            for local_name, original in imported.names:
+                for indexed in files:
+                    definition = definition_in(indexed, original or local_name)
+                    if definition is not None and definition.member_of is None:
+                        found.append(
+                            (above.rfind(local_name), Wanted(indexed, definition, local_name))
+                        )
+                        break
+        found.sort(key=lambda entry: -entry[0])
+        return [wanted for _, wanted in found]
 
     def _wanted(
         self, path: Path, language: str | None, current: IndexedFile | None, uses: list[Use]
@@ -323,7 +351,9 @@ class ContextSelector:
             origin = f"definition of {item.name}"
             full = Snippet(display, definition.snippet, origin, definition.line)
             span = (definition.line, definition.end_line)
-            if take(full, item.file.path, span) or take(
+            # One long class must not crowd out the signatures of everything else used here.
+            whole = cost(full, prefix, request.encode_line) <= request.budget // SHARE_OF_ONE
+            if (whole and take(full, item.file.path, span)) or take(
                 Snippet(display, definition.header, origin, definition.line), item.file.path, span
             ):
                 shown.append((item.file.path, definition.name, definition.snippet))
