@@ -220,13 +220,14 @@ def prompt_for(
     tabs: list[OpenDocument],
     settings: Settings = SETTINGS,
     timings: list[float] | None = None,
+    cpu_timings: list[float] | None = None,
 ) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
     """(prompt text, prompt ids, block ids) at a position."""
     blocks: list[tuple[int, ...]] = []
 
     def context(document: LspText, offset: int, canonical: str | None, budget: int) -> Context:
         assert selector is not None
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         block = selector.block(
             ContextRequest(
                 path,
@@ -241,6 +242,8 @@ def prompt_for(
         )
         if timings is not None:
             timings.append(time.perf_counter() - started)
+        if cpu_timings is not None:
+            cpu_timings.append(time.thread_time() - cpu)
         blocks.append(block.ids)
         return block.text, block.ids
 
@@ -326,6 +329,7 @@ def typing(
     for group, entries in positions.items():
         rng = random.Random(1)
         timings: list[float] = []
+        cpu_timings: list[float] = []
         prefill = {"on": [], "off": []}
         cold = {"on": [], "off": []}
         changes = keystrokes = typed_lines = 0
@@ -356,6 +360,7 @@ def typing(
                             selector,
                             tabs,
                             timings=timings if mode == "on" else None,
+                            cpu_timings=cpu_timings if mode == "on" else None,
                         )
                         if not ids:
                             continue
@@ -386,6 +391,10 @@ def typing(
                 "selection_ms_p50": round(statistics.median(timings) * 1000, 3),
                 "selection_ms_p95": round(quantiles[18] * 1000, 3),
                 "selection_ms_max": round(max(timings) * 1000, 3),
+                "selection_cpu_ms_p50": round(statistics.median(cpu_timings) * 1000, 3),
+                "selection_cpu_ms_p95": round(
+                    statistics.quantiles(cpu_timings, n=20)[18] * 1000, 3
+                ),
                 "block_changes": changes,
                 "block_changes_per_line": round(changes / max(1, typed_lines), 3),
                 "prefill_per_key_on_mean": round(statistics.mean(prefill["on"]), 2),

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,6 +44,17 @@ class IndexedFile:
     path: Path
     root: Path | None
     symbols: FileSymbols
+
+    @cached_property
+    def by_name(self) -> dict[str, Definition]:
+        """Each name's definition: the top-level one where there is one, else the first
+        member."""
+        found: dict[str, Definition] = {}
+        for definition in self.symbols.definitions:
+            known = found.get(definition.name)
+            if known is None or (known.member_of is not None and definition.member_of is None):
+                found[definition.name] = definition
+        return found
 
     @property
     def display(self) -> str:
@@ -387,10 +399,4 @@ def _resolve(path: Path) -> Path:
 
 def definition_in(indexed: IndexedFile, name: str) -> Definition | None:
     """The top-level definition named ``name`` in ``indexed``, or a member when none is."""
-    members = None
-    for definition in indexed.symbols.definitions:
-        if definition.name == name:
-            if definition.member_of is None:
-                return definition
-            members = members or definition
-    return members
+    return indexed.by_name.get(name)

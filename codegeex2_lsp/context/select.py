@@ -166,6 +166,9 @@ class ContextSelector:
         self._windows: dict[Path, _Windows] = {}
         self._resolved: dict[Path, tuple[int, list[tuple[Import, list[IndexedFile]]]]] = {}
         self._open_paths: set[Path] = set()
+        self._above: tuple[str, list[Use]] = ("", [])
+        self._lookups: tuple[tuple[Path, int], dict[Use, list[tuple[IndexedFile, Definition]]]]
+        self._lookups = ((Path(), -1), {})
         self.rebuilds = 0
 
     def edited(self, path: Path, line: int) -> None:
@@ -187,9 +190,12 @@ class ContextSelector:
             return EMPTY
         text, offset = request.text, request.offset
         line = text.line_of(offset)
-        before = text.slice(text.line_start(max(0, line - NEAR_LINES)), offset)
+        line_start = text.line_start(line)
+        above = text.slice(text.line_start(max(0, line - NEAR_LINES)), line_start)
+        before = above + text.slice(line_start, offset)
         current = self.index.file(request.path)
-        wanted = list(self._wanted(request.path, request.language, current, uses_near(before)))
+        uses = self._uses(above, before)
+        wanted = list(self._wanted(request.path, request.language, current, uses))
         anchor = (line // ANCHOR_LINES, request.budget, prefix)
         keys = frozenset(item.key for item in wanted)
         previous = self._choices.get(request.path)
@@ -217,6 +223,14 @@ class ContextSelector:
         while len(self._choices) > self._max_documents:
             self._choices.popitem(last=False)
         return block
+
+    def _uses(self, above: str, before: str) -> list[Use]:
+        """:func:`uses_near` of ``before``, where the lines ``above`` the cursor's own (the same
+        while the user types on one line) are looked at once."""
+        if self._above[0] != above:
+            self._above = (above, uses_near(above))
+        near = uses_near(before[len(above) :])
+        return list(dict.fromkeys([*near, *self._above[1]]))
 
     def _unchanged(self, shown: tuple[tuple[Path, str, str], ...]) -> bool:
         """Whether every definition in the block still reads as it did."""
@@ -276,8 +290,14 @@ class ContextSelector:
             return
         group = family(language)
         seen: set[tuple[Path, int, str]] = set()
+        key = (path, self.index.changes)
+        if self._lookups[0] != key:
+            self._lookups = (key, {})
+        memo = self._lookups[1]
         for use in uses:
-            for found in self._lookup(use, path, local, bindings, imported_files, group):
+            if use not in memo:
+                memo[use] = list(self._lookup(use, path, local, bindings, imported_files, group))
+            for found in memo[use]:
                 wanted = Wanted(found[0], found[1], use.name)
                 if wanted.key not in seen:
                     seen.add(wanted.key)
