@@ -56,6 +56,13 @@ class IndexedFile:
                 found[definition.name] = definition
         return found
 
+    @cached_property
+    def interface(self) -> int:
+        """Changes with what the file imports and the names it defines, not with its bodies:
+        lookups made for the file stay valid while it is edited inside a function."""
+        names = sorted({definition.name for definition in self.symbols.definitions})
+        return hash((self.symbols.imports, tuple(names)))
+
     @property
     def display(self) -> str:
         """The path as the prompt shows it: relative to its workspace folder."""
@@ -96,6 +103,7 @@ class SymbolIndex:
         self._by_key: dict[tuple[str, str], set[Path]] = {}
         self.changes = 0
         """Counts every put and removal: selection caches compare it to know nothing moved."""
+        self._changes_of: dict[Path, int] = {}
 
     def __len__(self) -> int:
         return len(self._files)
@@ -111,6 +119,7 @@ class SymbolIndex:
             for key in set(module_keys(indexed.path, indexed.root)):
                 self._by_key.setdefault((group, key), set()).add(indexed.path)
             self.changes += 1
+            self._changes_of[indexed.path] = self._changes_of.get(indexed.path, 0) + 1
 
     def remove(self, path: Path) -> bool:
         with self._lock:
@@ -136,6 +145,12 @@ class SymbolIndex:
                 if not holders:
                     del self._by_key[(group, key)]
         return True
+
+    def changes_elsewhere(self, path: Path) -> int:
+        """Puts and removals of files other than ``path``: what the lookups made for
+        ``path`` depend on besides the file itself."""
+        with self._lock:
+            return self.changes - self._changes_of.get(path, 0)
 
     def file(self, path: Path) -> IndexedFile | None:
         with self._lock:

@@ -168,7 +168,7 @@ class ContextSelector:
         self._open_paths: set[Path] = set()
         self._above: tuple[str, list[Use]] = ("", [])
         self._lookups: tuple[tuple[Path, int], dict[Use, list[tuple[IndexedFile, Definition]]]]
-        self._lookups = ((Path(), -1), {})
+        self._lookups = ((Path(), 0), {})
         self.rebuilds = 0
 
     def edited(self, path: Path, line: int) -> None:
@@ -244,15 +244,21 @@ class ContextSelector:
     # -- definitions ---------------------------------------------------------------------------
 
     def _imports(self, current: IndexedFile) -> list[tuple[Import, list[IndexedFile]]]:
+        version = self._version(current)
         cached = self._resolved.get(current.path)
-        if cached is not None and cached[0] == self.index.changes:
+        if cached is not None and cached[0] == version:
             return cached[1]
         resolved = [
             (imported, resolve(current, imported, self.index))
             for imported in current.symbols.imports
         ]
-        self._resolved[current.path] = (self.index.changes, resolved)
+        self._resolved[current.path] = (version, resolved)
         return resolved
+
+    def _version(self, current: IndexedFile) -> int:
+        """What lookups and resolutions for ``current`` depend on: the other files, and the
+        imports and names of ``current`` (not its bodies, which change with every edit)."""
+        return hash((self.index.changes_elsewhere(current.path), current.interface))
 
     def _imported(self, current: IndexedFile, above: str) -> list[Wanted]:
         """The definitions of every name the file imports, the last used first: what a line
@@ -290,7 +296,7 @@ class ContextSelector:
             return
         group = family(language)
         seen: set[tuple[Path, int, str]] = set()
-        key = (path, self.index.changes)
+        key = (path, self._version(current) if current is not None else self.index.changes)
         if self._lookups[0] != key:
             self._lookups = (key, {})
         memo = self._lookups[1]
