@@ -41,10 +41,14 @@ async def running_server(
     initialization_options: dict[str, Any] | None = None,
     position_encodings: list[types.PositionEncodingKind] | None = None,
     workspace_folders: list[Path] | None = None,
+    prepare_client: Callable[[LanguageClient], None] | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """A client talking to ``python -m codegeex2_lsp FLAGS`` over stdio, initialized, with
-    ``workspace_folders`` as its workspace."""
+    ``workspace_folders`` as its workspace; ``prepare_client`` adds features to the client
+    before it starts (requests the server sends right after ``initialized``)."""
     client = make_test_lsp_client()
+    if prepare_client is not None:
+        prepare_client(client)
     await client.start_io(sys.executable, "-m", "codegeex2_lsp", *flags)
     if isinstance(capabilities, str):
         capabilities = client_capabilities(capabilities)

@@ -143,8 +143,17 @@ async def test_definitions_from_other_files_reach_the_prompt_and_ignored_files_n
 ) -> None:
     log_file = tmp_path / "server.log"
     uri = (project / "app.py").as_uri()
+    registered: list[types.Registration] = []
+
+    def accept_registrations(client: LanguageClient) -> None:
+        @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+        def register(ls: LanguageClient, params: types.RegistrationParams) -> None:
+            registered.extend(params.registrations)
+
     async with running_server(
-        *flags(tiny_model_dir, log_file), workspace_folders=[project]
+        *flags(tiny_model_dir, log_file),
+        workspace_folders=[project],
+        prepare_client=accept_registrations,
     ) as client:
         await wait_for_state(client, "ready")
         open_document(client, uri, APP)
@@ -159,6 +168,9 @@ async def test_definitions_from_other_files_reach_the_prompt_and_ignored_files_n
     for hidden in ("def secret_helper", "def huge_helper", "def binary_helper"):
         assert hidden not in prompt
     assert prompt.endswith(APP)
+    assert any("the client reports changes to the workspace's files" in line for line in logged)
+    (watch,) = registered
+    assert watch.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES
     assert any("already read (a loop?)" in line for line in logged)
     assert any("cannot read" in line and "self.py" in line for line in logged)
     assert shown_messages == []

@@ -143,6 +143,10 @@ class CodeGeeX2Server(SafeLanguageServer):
         document = self.documents.get(uri)
         if path is None or document is None or self.settings.context_tokens <= 0:
             return
+        if len(document.text) > self.project.limits.max_file_bytes:
+            # Too large to index from disk, so not from the editor either (and not copied
+            # at every keystroke).
+            return
         self.project.opened(path, str(document.text))
         for change in changes or ():
             if isinstance(change, types.TextDocumentContentChangePartial):
@@ -181,6 +185,8 @@ class CodeGeeX2Server(SafeLanguageServer):
             )
         except Exception as error:
             log.info("context: the client refused to watch files: %s", error)
+        else:
+            log.info("context: the client reports changes to the workspace's files")
 
     def context_source(self, uri: str, cache: LineTokenCache) -> ContextSource | None:
         """Where the request for ``uri`` gets its snippets, or None when they are off."""
