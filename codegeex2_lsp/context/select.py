@@ -49,9 +49,9 @@ MAX_LOOKUPS = 3
 
 MIN_SNIPPET_TOKENS = 8
 
-SHARE_OF_ONE = 4
-"""A definition whose whole text would take more than this share of the block shows only its
-header."""
+SHARE_OF_ONE = 6
+"""A definition whose whole text would take more than this share of the block (a sixth) shows
+only its header: the signatures of several names used here are worth more than one body."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][\w$]*")
 _QUALIFIED = re.compile(r"([A-Za-z_$][\w$]*)\s*(?:\.|::|->)\s*([A-Za-z_$][\w$]*)")
