@@ -229,11 +229,6 @@ class Workspace:
             self._scans.extend(resolved)
             self._condition.notify_all()
 
-    def rescan(self) -> None:
-        with self._condition:
-            self._scans.extend(self.roots)
-            self._condition.notify_all()
-
     def opened(self, path: Path, text: str) -> None:
         """An open document's text: it replaces the file's text on disk until closed."""
         with self._condition:
