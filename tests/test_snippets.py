@@ -525,7 +525,10 @@ def test_the_block_stays_while_a_function_is_typed_and_changes_only_when_it_must
         tmp_path,
         {
             "pkg/models.py": MODELS,
-            "pkg/text.py": "def shout(s: str) -> str:\n    return s.upper()\n",
+            # ``sho`` is what ``shout`` reads as while it is typed: never looked up.
+            "pkg/text.py": (
+                "def shout(s: str) -> str:\n    return s.upper()\n\n\ndef sho(x):\n    return x\n"
+            ),
         },
     )
     workspace = indexed(tmp_path)
