@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from codegeex2_lsp import __version__
@@ -27,6 +28,7 @@ AI code completion from CodeGeeX2-6B for every LSP editor.
 
 Without a command it serves LSP over stdio (or TCP with --tcp). Commands:
   complete FILE --line L --character C   print the completion at a position
+  prompt FILE --line L --character C     print the prompt the model would get there
   make-tiny-model DIR                    write a tiny random checkpoint for trying things out
   convert SRC DST [--quantize int8|int4] rewrite a checkpoint as fast-loading safetensors
   doctor                                 check this machine and the settings before loading
@@ -43,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "complete":
         return complete_command(args[1:])
+    if args and args[0] == "prompt":
+        return prompt_command(args[1:])
     if args and args[0] == "make-tiny-model":
         return make_tiny_model_command(args[1:])
     if args and args[0] == "convert":
@@ -203,6 +207,147 @@ def complete_command(argv: Sequence[str]) -> int:
         return 1
     # A line of its own, as a command's output is; the completion is everything before it.
     print(text, flush=True)
+    return 0
+
+
+INDEX_TIMEOUT_S = 120.0
+"""The longest ``prompt`` waits for the workspace index before using what is ready."""
+
+
+def prompt_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codegeex2-lsp prompt",
+        description=(
+            "Print exactly the prompt the model would get at a position of FILE (its token ids, "
+            "decoded), with the snippets from other files the server would add; list on stderr "
+            "where each snippet came from. Loads only the tokenizer, never the model."
+        ),
+    )
+    _common(parser)
+    parser.add_argument("file", type=Path, help="the source file")
+    parser.add_argument("--line", type=int, required=True, help="0-based line, as in LSP")
+    parser.add_argument(
+        "--character", type=int, required=True, help="0-based UTF-16 character, as in LSP"
+    )
+    parser.add_argument("--language", help="LSP language id (default: guessed from the extension)")
+    parser.add_argument(
+        "--workspace", type=Path, help="workspace folder to index, as the editor would name it"
+    )
+    parser.add_argument(
+        "--open",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="another file open in the editor (repeat for several)",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = _settings(parser, args)
+    _setup_logging(args, stderr_level="WARNING")
+
+    from codegeex2_lsp.backends.remote.connect import load_tokenizer
+    from codegeex2_lsp.completion.gate import is_excluded
+    from codegeex2_lsp.completion.languages import (
+        canonical_language_id,
+        language_id_for_path,
+        tag_line,
+    )
+    from codegeex2_lsp.completion.pipeline import prepare
+    from codegeex2_lsp.completion.prompt import Context, LineTokenCache
+    from codegeex2_lsp.context.index import Workspace
+    from codegeex2_lsp.context.render import Block
+    from codegeex2_lsp.context.select import ContextRequest, ContextSelector, OpenDocument
+    from codegeex2_lsp.lsp.text import LspText
+
+    texts: dict[Path, str] = {}
+    for path in [args.file, *args.open]:
+        try:
+            texts[path.resolve()] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            print(f"codegeex2-lsp: cannot read {path}: {error}", file=sys.stderr)
+            return 2
+    try:
+        tokenizer = load_tokenizer(settings.model)
+    except LoadError as failure:
+        print(f"codegeex2-lsp: {failure.message}. {failure.hint}", file=sys.stderr)
+        return 1
+    current = args.file.resolve()
+    folders = [str(args.workspace.resolve())] if args.workspace is not None else []
+
+    def excluded(path: Path) -> bool:
+        return is_excluded(str(path), settings, folders)
+
+    if excluded(current):
+        print(
+            f"codegeex2-lsp: {args.file} matches the exclude setting: none of it is read into a "
+            "prompt or sent to a model",
+            file=sys.stderr,
+        )
+        return 1
+    texts = {path: text for path, text in texts.items() if not excluded(path)}
+    language = args.language or language_id_for_path(args.file)
+    workspace = Workspace(excluded=excluded)
+    selector = ContextSelector(workspace.index)
+    blocks: list[Block] = []
+    if settings.context_tokens > 0:
+        workspace.start()
+        if args.workspace is not None:
+            workspace.set_roots([args.workspace])
+        for path, text in texts.items():
+            workspace.opened(path, text)
+        if not workspace.wait_settled(INDEX_TIMEOUT_S):
+            log.warning("the index was not finished; using what was ready")
+    documents = [
+        OpenDocument(path, 1, partial(str, text), canonical_language_id(None, path.as_uri()))
+        for path, text in texts.items()
+    ]
+    cache = LineTokenCache(tokenizer.encode)
+
+    def context(text: LspText, offset: int, canonical: str | None, budget: int) -> Context:
+        request = ContextRequest(
+            current,
+            text,
+            offset,
+            canonical,
+            tag_line(canonical),
+            budget,
+            cache.encode_line,
+            documents,
+        )
+        block = selector.block(request)
+        blocks.append(block)
+        return block.text, block.ids
+
+    try:
+        request = prepare(
+            texts[current],
+            args.line,
+            args.character,
+            settings=settings,
+            cache=cache,
+            language_id=language,
+            uri=current.as_uri(),
+            context=context if settings.context_tokens > 0 else None,
+        )
+    except ValueError as error:
+        print(f"codegeex2-lsp: {error}", file=sys.stderr)
+        return 2
+    finally:
+        workspace.close()
+    if request is None:
+        print("codegeex2-lsp: nothing is offered at this position", file=sys.stderr)
+        return 0
+    for block in blocks:
+        for snippet in block.snippets:
+            print(f"{snippet.path}:{snippet.line + 1}: {snippet.origin}", file=sys.stderr)
+    context_tokens = len(blocks[-1].ids) if blocks else 0
+    print(
+        f"prompt: {len(request.prompt.ids)} tokens, {context_tokens} of them from other files",
+        file=sys.stderr,
+    )
+    sys.stdout.write(tokenizer.decode(request.prompt.ids))
+    sys.stdout.flush()
     return 0
 
 

@@ -42,11 +42,16 @@ async def running_server(
     position_encodings: list[types.PositionEncodingKind] | None = None,
     python_flags: Sequence[str] = (),
     cwd: Path | None = None,
-    workspace_folders: list[str] | None = None,
+    workspace_folders: Sequence[str | Path] = (),
+    prepare_client: Callable[[LanguageClient], None] | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """A client talking to ``python PYTHON_FLAGS -m codegeex2_lsp FLAGS`` over stdio, started
-    in ``cwd`` (this process's by default), initialized."""
+    in ``cwd`` (this process's by default), initialized, with ``workspace_folders`` (paths or
+    URIs) as its workspace; ``prepare_client`` adds features to the client before it starts
+    (requests the server sends right after ``initialized``)."""
     client = make_test_lsp_client()
+    if prepare_client is not None:
+        prepare_client(client)
     await client.start_io(sys.executable, *python_flags, "-m", "codegeex2_lsp", *flags, cwd=cwd)
     if isinstance(capabilities, str):
         capabilities = client_capabilities(capabilities)
@@ -61,7 +66,10 @@ async def running_server(
                 initialization_options=initialization_options,
                 workspace_folders=[
                     types.WorkspaceFolder(uri=uri, name=uri.rsplit("/", 1)[-1])
-                    for uri in workspace_folders or ()
+                    for uri in (
+                        folder.as_uri() if isinstance(folder, Path) else folder
+                        for folder in workspace_folders
+                    )
                 ]
                 or None,
             )

@@ -11,6 +11,8 @@ HEAVY = ("torch", "transformers")
 LSP_SIDE = (
     "codegeex2_lsp.lsp.server",
     "codegeex2_lsp.completion.pipeline",
+    "codegeex2_lsp.context.index",
+    "codegeex2_lsp.context.select",
     "codegeex2_lsp.cli",
     "codegeex2_lsp.backends.worker",
     "codegeex2_lsp.backends.loading",

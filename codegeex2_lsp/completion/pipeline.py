@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from codegeex2_lsp.backends.generation import CompletionModel, Generation, SamplingParams
 from codegeex2_lsp.completion.languages import canonical_language_id, tag_line
-from codegeex2_lsp.completion.prompt import LineTokenCache, Prompt, prompt_at
+from codegeex2_lsp.completion.prompt import NO_CONTEXT, Context, LineTokenCache, Prompt, prompt_at
 from codegeex2_lsp.lsp.text import LspText, PositionEncoding
 from codegeex2_lsp.postprocess import (
     PostContext,
@@ -39,6 +39,9 @@ CANDIDATE_TEMPERATURE = 0.8
 """Extra candidates are sampled this hot at least, so they differ from the greedy first one."""
 
 _GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+ContextSource = Callable[[LspText, int, str | None, int], Context]
+"""Gives the snippet block for (document, cursor offset, canonical language id, token budget)."""
 
 _SETTLING_CHARACTERS = frozenset("\n)]}")
 """Only a new token holding one of these can make a suggestion settled, so only then we ask."""
@@ -77,6 +80,7 @@ def prepare(
     uri: str | None = None,
     encoding: PositionEncoding = "utf-16",
     invoked: bool = False,
+    context: ContextSource | None = None,
 ) -> CompletionRequest | None:
     """Cut the document at the cursor and build the prompt within the token budget.
 
@@ -87,6 +91,8 @@ def prepare(
     prefix kept starts on a grid of ``REQUEST_PREFIX_CHARS`` (``REQUEST_LINE_CHARS`` in a long
     line), so it grows as the user types along a suggestion (as typed-ahead needs) rather
     than sliding.
+
+    ``context`` gives the snippets from other files, within :func:`context_budget`.
     """
     document = text if isinstance(text, LspText) else LspText(text)
     offset = document.offset(line, character, encoding)
@@ -105,9 +111,14 @@ def prepare(
     post = make_context(prefix, suffix, canonical or "plaintext", settings.multiline)
     if offers_nothing(post):
         return None
-    prompt = prompt_at(
-        document, offset, tag_line=tag_line(canonical), cache=cache, budget=settings.prompt_budget()
-    )
+    tag = tag_line(canonical)
+    budget = settings.prompt_budget()
+    block = NO_CONTEXT
+    if context is not None:
+        room = context_budget(settings, budget, tag, cache)
+        if room > 0:
+            block = context(document, offset, canonical, room)
+    prompt = prompt_at(document, offset, tag_line=tag, cache=cache, budget=budget, context=block)
     sampling = SamplingParams(
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
@@ -130,6 +141,14 @@ def prepare(
 def _grid_below(position: int, step: int) -> int:
     """The multiple of ``step`` at or below ``position``."""
     return position // step * step
+
+
+def context_budget(settings: Settings, budget: int, tag: str | None, cache: LineTokenCache) -> int:
+    """Tokens the snippet block may take: ``contextTokens``, and never more than half of what
+    the tag line leaves, so the text before the cursor keeps priority."""
+    if settings.context_tokens <= 0 or not tag:
+        return 0
+    return min(settings.context_tokens, (budget - len(cache.encode_line(tag + "\n"))) // 2)
 
 
 def generate(

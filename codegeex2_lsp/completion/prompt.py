@@ -1,9 +1,10 @@
 """Build the model's prompt from a document snapshot: pure functions on strings and token ids.
 
-The prompt is the language tag line, a newline, then the text before the cursor, trimmed from
-the top to a token budget. Consecutive keystrokes must produce prompts that share almost all of
-their tokens, so the engine can reuse the KV cache of the previous prompt; the window's start
-therefore moves in coarse steps instead of following every keystroke.
+The prompt is the language tag line, a newline, the block of snippets from other files (when
+there is one), then the text before the cursor, trimmed from the top to a token budget.
+Consecutive keystrokes must produce prompts that share almost all of their tokens, so the
+engine can reuse the KV cache of the previous prompt; the window's start therefore moves in
+coarse steps instead of following every keystroke, and the block changes only when it must.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from codegeex2_lsp.lsp.text import LspText
 from codegeex2_lsp.postprocess.windows import PROMPT_CHARS_PER_TOKEN, PROMPT_WINDOW_GROWTH
 
 Encode = Callable[[str], list[int]]
+
+Context = tuple[str, tuple[int, ...]]
+"""Text and token ids of the snippet block that follows the tag line."""
+
+NO_CONTEXT: Context = ("", ())
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -147,10 +153,15 @@ def _first_fitting(fits: Callable[[int], bool], positions: list[int]) -> int:
     return positions[hi]
 
 
-def _head(tag_line: str | None, cache: LineTokenCache, budget: int) -> tuple[str, tuple[int, ...]]:
-    """The tag line (with its newline) and its ids, or nothing when it does not fit."""
+def _head(
+    tag_line: str | None, cache: LineTokenCache, budget: int, context: Context = NO_CONTEXT
+) -> tuple[str, tuple[int, ...]]:
+    """The tag line (with its newline) and the snippet block, and their ids; the block is
+    dropped when both do not fit, and both when the tag line alone does not."""
     if tag_line:
         tag_ids = cache.encode_line(tag_line + "\n")
+        if len(tag_ids) + len(context[1]) <= budget:
+            return tag_line + "\n" + context[0], tag_ids + context[1]
         if len(tag_ids) <= budget:
             return tag_line + "\n", tag_ids
     return "", ()
@@ -163,8 +174,10 @@ def build_prompt(
     cache: LineTokenCache,
     budget: int,
     step_lines: int = 16,
+    context: Context = NO_CONTEXT,
 ) -> Prompt:
-    """The tag line and as much of ``prefix`` as fits in ``budget`` tokens, kept from the end.
+    """The tag line, the snippet block ``context`` and as much of ``prefix`` as fits in
+    ``budget`` tokens, kept from the end.
 
     The kept prefix starts at a line whose index is a multiple of ``step_lines`` (the smallest
     such that the rest fits), so appending text at the cursor leaves the start, and the prompt's
@@ -173,8 +186,10 @@ def build_prompt(
     even the last line fits, the tail of that line is kept (cut by characters, measured in
     tokens), because the model needs the text right before the cursor more than anything else.
 
-    The tag line counts against the budget. The prompt never exceeds the budget: when the tag
-    line alone does not fit, it is dropped and the prefix gets the whole budget, since the code
+    The tag line and the block count against the budget; the caller keeps the block small
+    enough that the text before the cursor keeps priority. The prompt never exceeds the budget:
+    when the tag line and the block do not fit, the block is dropped; when the tag line alone
+    does not fit, it is dropped and the prefix gets the whole budget, since the code
     before the cursor says more than the tag. ``ids`` equals ``encode(text)`` as long as the
     tokenizer never merges across ``"\\n"``, which holds for the ChatGLM2 tokenizer.
     """
@@ -184,7 +199,7 @@ def build_prompt(
     if budget <= 0:
         return Prompt(text="", ids=(), first_line=line_count, trimmed=bool(prefix))
 
-    head_text, head_ids = _head(tag_line, cache, budget)
+    head_text, head_ids = _head(tag_line, cache, budget, context)
     remaining = budget - len(head_ids)
 
     kept: list[tuple[int, tuple[int, ...]]] = []
@@ -254,13 +269,14 @@ def prompt_at(
     cache: LineTokenCache,
     budget: int,
     step_lines: int = 16,
+    context: Context = NO_CONTEXT,
 ) -> Prompt:
     """:func:`build_prompt` for the text before ``offset``, reading only a window of it.
 
     A keystroke then costs time in proportion to the window, not to the document or to the
     cursor's line. The window grows until the budget, not the window, limits the prompt.
     """
-    head_text, head_ids = _head(tag_line, cache, budget)
+    head_text, head_ids = _head(tag_line, cache, budget, context)
     remaining = budget - len(head_ids)
     grid = max(1, remaining // 4)
     chars = max(1, budget) * PROMPT_CHARS_PER_TOKEN
@@ -278,7 +294,12 @@ def prompt_at(
                 return Prompt(head_text + tail, head_ids + ids, first_line=first, trimmed=True)
         else:
             prompt = build_prompt(
-                window, tag_line=tag_line, cache=cache, budget=budget, step_lines=step_lines
+                window,
+                tag_line=tag_line,
+                cache=cache,
+                budget=budget,
+                step_lines=step_lines,
+                context=context,
             )
             if start == 0 or prompt.trimmed:
                 return replace(prompt, first_line=prompt.first_line + text.line_of(start))

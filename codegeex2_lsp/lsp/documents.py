@@ -67,6 +67,9 @@ class DocumentStore:
     def get(self, uri: str) -> Document | None:
         return self._documents.get(unquote(uri))
 
+    def all(self) -> list[Document]:
+        return list(self._documents.values())
+
     def open(self, item: types.TextDocumentItem) -> None:
         self._documents[unquote(item.uri)] = Document(
             item.uri, item.language_id, item.version, LspText(item.text)

@@ -11,24 +11,30 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
-from functools import partial
+from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
+from pygls.uris import to_fs_path
 
 from codegeex2_lsp import __version__
 from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.completion.acceptance import Acceptance, StatsStore
-from codegeex2_lsp.completion.gate import Gate
-from codegeex2_lsp.completion.languages import canonical_language_id
-from codegeex2_lsp.completion.pipeline import CompletionRequest, prepare
-from codegeex2_lsp.completion.prompt import LineTokenCache
+from codegeex2_lsp.completion.gate import Gate, is_excluded
+from codegeex2_lsp.completion.languages import canonical_language_id, tag_line
+from codegeex2_lsp.completion.pipeline import CompletionRequest, ContextSource, prepare
+from codegeex2_lsp.completion.prompt import Context, LineTokenCache
 from codegeex2_lsp.completion.scheduler import Scheduler
+from codegeex2_lsp.context.index import Workspace
+from codegeex2_lsp.context.select import ContextRequest, ContextSelector, OpenDocument
+from codegeex2_lsp.context.watch import WATCHERS
 from codegeex2_lsp.errors import LoadError
 from codegeex2_lsp.lsp.protocol import SafeLanguageServer
+from codegeex2_lsp.lsp.text import LspText
 from codegeex2_lsp.settings.checks import plain_http_beyond_loopback
 from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, SECTION, START_ONLY, LoadSpec, Settings
 from codegeex2_lsp.settings.sources import Update, apply_updates, section_from_configuration
@@ -60,6 +66,9 @@ class CodeGeeX2Server(SafeLanguageServer):
         self.settings = settings or Settings()
         self.engine = Engine()
         self.scheduler = Scheduler(self.engine)
+        self.project = Workspace(excluded=self.excluded)
+        self.selector = ContextSelector(self.project.index)
+        self.workspace_roots: list[Path] = []
         self._line_cache: tuple[object, LineTokenCache] | None = None
         self._progress_token: str | None = None
         self._deferred_messages: list[tuple[types.MessageType, str, str | None]] = []
@@ -93,8 +102,10 @@ class CodeGeeX2Server(SafeLanguageServer):
         if update.settings != self.settings:
             self.scheduler.forget_shown()
         self.gate.settings_changed(self.settings, update.settings)
-        self.settings = update.settings
+        previous, self.settings = self.settings, update.settings
         self.engine.configure_decode(self.settings.compile, self.settings.max_context_tokens)
+        if self.initialized:
+            self.sync_context(rescan=update.settings.exclude != previous.exclude)
         if reload and self.initialized:
             self.start_loading()
 
@@ -113,7 +124,133 @@ class CodeGeeX2Server(SafeLanguageServer):
         for kind, message, problem in self._deferred_messages:
             self.show_once(kind, message, problem)
         self._deferred_messages.clear()
+        self.sync_context()
+        self.spawn(self._watch_files())
         self.start_loading()
+
+    # -- context from other files ---------------------------------------------------------------
+
+    def set_workspace(self, params: types.InitializeParams) -> None:
+        """The workspace folders the client names, or its root for clients from before them."""
+        uris = [folder.uri for folder in params.workspace_folders or ()]
+        if not uris and params.root_uri:
+            uris = [params.root_uri]
+        roots = [path for uri in uris if (path := uri_path(uri)) is not None]
+        if not roots and params.root_path:
+            roots = [Path(params.root_path)]
+        self.workspace_roots = roots
+
+    def change_workspace(self, event: types.WorkspaceFoldersChangeEvent) -> None:
+        removed = {uri_path(folder.uri) for folder in event.removed}
+        roots = [root for root in self.workspace_roots if root not in removed]
+        roots += [path for folder in event.added if (path := uri_path(folder.uri)) is not None]
+        self.workspace_roots = roots
+        self.sync_context()
+
+    def excluded(self, path: Path) -> bool:
+        """Whether ``exclude`` keeps this file out of every prompt (the index asks per file)."""
+        return is_excluded(str(path), self.settings, [str(root) for root in self.workspace_roots])
+
+    def sync_context(self, rescan: bool = False) -> None:
+        """Index the workspace while ``contextTokens`` asks for snippets; the index is built on
+        its own thread and starts with the open documents. ``rescan`` walks the folders again
+        (the ``exclude`` patterns changed)."""
+        if self.settings.context_tokens <= 0:
+            return
+        self.project.start()
+        roots = tuple(_resolved(root) for root in self.workspace_roots)
+        if rescan or roots != self.project.roots:
+            self.project.set_roots(self.workspace_roots)
+        for document in self.documents.all():
+            self.document_changed(document.uri, None)
+
+    def document_changed(
+        self, uri: str, changes: Sequence[types.TextDocumentContentChangeEvent] | None
+    ) -> None:
+        """Keep the index's copy of an open document current, and note where it was edited."""
+        path = uri_path(uri)
+        document = self.documents.get(uri)
+        if path is None or document is None or self.settings.context_tokens <= 0:
+            return
+        if len(document.text) > self.project.limits.max_file_bytes:
+            # Too large to index from disk, so not from the editor either (and not copied
+            # at every keystroke).
+            return
+        self.project.opened(path, str(document.text))
+        for change in changes or ():
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                self.selector.edited(path, change.range.start.line)
+
+    def document_closed(self, uri: str) -> None:
+        path = uri_path(uri)
+        if path is not None:
+            self.selector.forget(path)
+            if self.settings.context_tokens > 0:
+                self.project.closed(path)
+
+    def files_changed(self, changes: Sequence[types.FileEvent]) -> None:
+        if self.settings.context_tokens <= 0:
+            return
+        for change in changes:
+            path = uri_path(change.uri)
+            if path is not None:
+                self.project.changed_on_disk(path)
+
+    async def _watch_files(self) -> None:
+        """Ask the client to report file changes in the workspace, where it can be asked."""
+        workspace = self.client_capabilities.workspace
+        watched = workspace.did_change_watched_files if workspace else None
+        if not (watched and watched.dynamic_registration):
+            log.info("context: the client cannot watch files; saves and edits keep it current")
+            return
+        registration = types.Registration(
+            id=f"codegeex2-watch-{uuid.uuid4()}",
+            method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=types.DidChangeWatchedFilesRegistrationOptions(watchers=WATCHERS),
+        )
+        try:
+            await self.client_register_capability_async(
+                types.RegistrationParams(registrations=[registration])
+            )
+        except Exception as error:
+            log.info("context: the client refused to watch files: %s", error)
+        else:
+            log.info("context: the client reports changes to the workspace's files")
+
+    def context_source(self, uri: str, cache: LineTokenCache) -> ContextSource | None:
+        """Where the request for ``uri`` gets its snippets, or None when they are off."""
+        path = uri_path(uri)
+        if path is None or self.settings.context_tokens <= 0:
+            return None
+
+        def source(text: LspText, offset: int, language: str | None, budget: int) -> Context:
+            others = [
+                OpenDocument(
+                    other_path,
+                    document.version,
+                    partial(str, document.text),
+                    canonical_language_id(document.language_id, document.uri),
+                )
+                for document in self.documents.all()
+                if (other_path := uri_path(document.uri)) is not None
+                and not self.excluded(other_path)
+            ]
+            request = ContextRequest(
+                path, text, offset, language, tag_line(language), budget, cache.encode_line, others
+            )
+            block = self.selector.block(request)
+            if log.isEnabledFor(logging.DEBUG):
+                for snippet in block.snippets:
+                    log.debug(
+                        "context for %s: %s:%d (%s)",
+                        uri,
+                        snippet.path,
+                        snippet.line + 1,
+                        snippet.origin,
+                    )
+            return block.text, block.ids
+
+        return source
 
     # -- model loading ------------------------------------------------------------------------
 
@@ -256,10 +393,11 @@ class CodeGeeX2Server(SafeLanguageServer):
         if cache is None:
             return []
         settings = self.request_settings()
+        context = self.context_source(uri, cache)
 
         def request() -> CompletionRequest | None:
             try:
-                return prepare(
+                prepared = prepare(
                     document.text,
                     position.line,
                     position.character,
@@ -269,10 +407,14 @@ class CodeGeeX2Server(SafeLanguageServer):
                     uri=uri,
                     encoding=self.documents.encoding,
                     invoked=invoked,
+                    context=context,
                 )
             except ValueError as error:
                 log.info("no completion at %s:%s: %s", uri, position, error)
                 return None
+            if prepared is not None and log.isEnabledFor(logging.DEBUG):
+                log.debug("prompt for %s:\n%s", uri, prepared.prompt.text)
+            return prepared
 
         answered = self.scheduler.served.model
         try:
@@ -334,6 +476,7 @@ class CodeGeeX2Server(SafeLanguageServer):
 
     def forget(self, uri: str) -> None:
         """A closed document: stop its work and drop its state."""
+        self.document_closed(uri)
         self.scheduler.forget(uri)
         self.acceptance.forget(uri)
 
@@ -349,9 +492,27 @@ class CodeGeeX2Server(SafeLanguageServer):
             "requests": asdict(self.engine.counters),
             "served": asdict(self.scheduler.served),
             "documents": self.documents.status(),
+            "context": {**self.project.status(), "rebuilds": self.selector.rebuilds},
             "tokens": asdict(model.totals) if model is not None else None,
             **(model.status() if model is not None else {}),
         }
+
+
+@lru_cache(maxsize=4096)
+def uri_path(uri: str) -> Path | None:
+    """The file a ``file:`` URI names, symlinks resolved as the index keys files; None for
+    other schemes (unsaved buffers, remote files), which get no context of their own."""
+    if not uri.startswith("file:"):
+        return None
+    path = to_fs_path(uri)
+    return _resolved(Path(path)) if path else None
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
 
 
 def accept_command(suggestion_id: str) -> types.Command:
@@ -415,6 +576,7 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
     @server.feature(types.INITIALIZE)
     def initialize(ls: CodeGeeX2Server, params: types.InitializeParams) -> None:
         """Take ``initializationOptions`` as settings."""
+        ls.set_workspace(params)
         options = params.initialization_options
         if options is not None:
             ls.apply_settings(
@@ -438,6 +600,35 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
         section = section_from_configuration(params.settings)
         if section is not None:
             ls.apply_settings(section, f"{SECTION} configuration", fixed=START_ONLY)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def did_change_workspace_folders(
+        ls: CodeGeeX2Server, params: types.DidChangeWorkspaceFoldersParams
+    ) -> None:
+        """Index the folders added, forget those removed."""
+        ls.change_workspace(params.event)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(
+        ls: CodeGeeX2Server, params: types.DidChangeWatchedFilesParams
+    ) -> None:
+        """Files created, changed or deleted outside the editor: read them again."""
+        ls.files_changed(params.changes)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: CodeGeeX2Server, params: types.DidOpenTextDocumentParams) -> None:
+        """The index reads an open document from the editor, not from disk."""
+        ls.document_changed(params.text_document.uri, None)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: CodeGeeX2Server, params: types.DidChangeTextDocumentParams) -> None:
+        """Keep the index's copy current; the edit becomes a recent-edit snippet elsewhere."""
+        ls.document_changed(params.text_document.uri, params.content_changes)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: CodeGeeX2Server, params: types.DidSaveTextDocumentParams) -> None:
+        """A save: the open document's text is what the index has; make sure it is current."""
+        ls.document_changed(params.text_document.uri, None)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeGeeX2Server, params: types.DidCloseTextDocumentParams) -> None:
@@ -488,7 +679,8 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CodeGeeX2Server, params: None) -> None:
-        """Stop the model thread and write the counts."""
+        """Stop the model and index threads, and write the counts."""
+        ls.project.close()
         ls.engine.close()
         ls.acceptance.store.flush()
 

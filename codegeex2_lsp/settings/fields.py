@@ -128,6 +128,7 @@ class Settings:
     quantize: Quantize = "auto"
     num_gpus: int = 1
     max_context_tokens: int = 2048
+    context_tokens: int = 512
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 0.95
@@ -307,6 +308,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "max_context_tokens",
         "Tokens of context the model sees: prompt plus generated tokens.",
         64,
+        8192,
+    ),
+    _integer(
+        "contextTokens",
+        "context_tokens",
+        "Tokens of the prompt for snippets from other files of the workspace (definitions of "
+        "the names used near the cursor, similar code in open files, recent edits), at most "
+        "half of what the file's own text could use; 0 turns them off.",
+        0,
         8192,
     ),
     _integer(
