@@ -86,8 +86,8 @@ class TcpListener:
         self._protocol = protocol
         self._error_handler = error_handler
         self._on_disconnect = on_disconnect
-        self._stop_event = threading.Event()
-        self._server: asyncio.Server | None = None
+        self._stopping = threading.Event()
+        self._listener: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def serve(self, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
@@ -98,28 +98,28 @@ class TcpListener:
             log.debug("the TCP server was cancelled")
 
     def stop(self) -> None:
-        self._stop_event.set()
-        loop, server = self._loop, self._server
+        self._stopping.set()
+        loop, server = self._loop, self._listener
         if loop is not None and server is not None and not loop.is_closed():
             loop.call_soon_threadsafe(server.close)
 
     async def _listen(self, host: str, port: int, ready: Callable[[int], None] | None) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._connection, host, port)
+        self._listener = await asyncio.start_server(self._connection, host, port)
         if ready is not None:
-            ready(int(self._server.sockets[0].getsockname()[1]))
-        if self._stop_event.is_set():
+            ready(int(self._listener.sockets[0].getsockname()[1]))
+        if self._stopping.is_set():
             return
-        async with self._server:
+        async with self._listener:
             try:
-                await self._server.serve_forever()
+                await self._listener.serve_forever()
             except asyncio.CancelledError:
                 log.debug("the TCP listener closed")
 
     async def _connection(self, stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._protocol.set_writer(writer)
         await run_async(
-            stop_event=self._stop_event,
+            stop_event=self._stopping,
             reader=InTurn(stream),
             protocol=self._protocol,
             logger=log,
