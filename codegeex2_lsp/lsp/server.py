@@ -274,7 +274,7 @@ class CodeGeeX2Server(SafeLanguageServer):
                 log.info("no completion at %s:%s: %s", uri, position, error)
                 return None
 
-        answered = self.scheduler.served.model
+        answered = self.scheduler.served.by_model
         try:
             texts = await self.scheduler.suggest(
                 uri, request, invoked=invoked, debounce_ms=settings.debounce_ms
@@ -282,7 +282,7 @@ class CodeGeeX2Server(SafeLanguageServer):
         except LoadError as failure:
             self.report_outage(failure.message, failure.hint)
             return []
-        if self.scheduler.served.model > answered:
+        if self.scheduler.served.by_model > answered:
             self.outage_over()
         return texts
 
