@@ -52,6 +52,12 @@ class Served:
     def status(self) -> dict[str, Any]:
         return dict(self.http.get("/status").json())
 
+    def prompt(self, ids: list[int]) -> list[int]:
+        """``ids`` as a prompt of token ids: after ``[gMASK] sop``, as the API takes them."""
+        model = self.server.service.model
+        assert model is not None
+        return model.tokenizer.with_prefix(ids)
+
     def wait_for(self, predicate: Any, what: str) -> dict[str, Any]:
         """Poll the status until ``predicate`` holds: the server's own account, not a timer."""
         deadline = time.monotonic() + READY_TIMEOUT
@@ -224,6 +230,8 @@ def test_another_clients_document_is_not_superseded(served: Served, local: Local
 def test_bad_requests_get_vllms_error_object(
     served: Served, request_body: dict[str, Any], status: int, param: str | None
 ) -> None:
+    if isinstance(request_body["prompt"], list) and request_body["prompt"]:
+        request_body = {**request_body, "prompt": served.prompt(request_body["prompt"])}
     response = served.http.post(
         "/v1/completions",
         content=json.dumps(request_body, allow_nan=True),
@@ -234,6 +242,18 @@ def test_bad_requests_get_vllms_error_object(
     assert error["code"] == status and error["message"]
     if param is not None:
         assert error["param"] == param
+
+
+def test_token_ids_without_the_prefix_are_refused(served: Served) -> None:
+    """Ids are the model's input as they are: the server adds nothing a client left out."""
+    text_ids = [5, 6, 7]
+    missing = served.http.post("/v1/completions", json=body(text_ids, max_tokens=1))
+    assert missing.status_code == 400
+    error = missing.json()["error"]
+    assert error["param"] == "prompt" and "[gMASK] sop" in error["message"]
+    carried = served.http.post("/v1/completions", json=body(served.prompt(text_ids), max_tokens=1))
+    assert carried.status_code == 200
+    assert carried.json()["choices"][0]["prompt_token_ids"] == served.prompt(text_ids)
 
 
 def test_the_socket_is_private(private_dir: Path) -> None:
