@@ -83,8 +83,15 @@ def served(tiny_model_dir: Path, private_dir: Path) -> Iterator[Served]:
 class Serving:
     """A server on a socket of ``directory``, run in a thread while the block lasts."""
 
-    def __init__(self, settings: Settings, directory: Path, idle: float | None = None) -> None:
-        self.path = directory / "model.sock"
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Path,
+        idle: float | None = None,
+        *,
+        socket_name: str = "model.sock",
+    ) -> None:
+        self.path = directory / socket_name
         self.sock = unix_socket(self.path)
         self.server = build_server(settings, idle, None)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
