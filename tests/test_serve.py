@@ -34,6 +34,7 @@ from codegeex2_lsp.backends.shared.listen import (
 )
 from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.settings.fields import Settings
+from tests.scripted_server import Reply, ScriptedServer, tokens
 
 READY_TIMEOUT = 60.0
 PROMPT = "# language: Python\ndef fibonacci(n):\n"
@@ -261,6 +262,33 @@ def test_token_ids_without_the_prefix_are_refused(served: Served) -> None:
     carried = served.http.post("/v1/completions", json=body(served.prompt(text_ids), max_tokens=1))
     assert carried.status_code == 200
     assert carried.json()["choices"][0]["prompt_token_ids"] == served.prompt(text_ids)
+
+
+def test_a_model_that_cannot_be_served_fails_its_load(
+    tiny_model_dir: Path, private_dir: Path
+) -> None:
+    """A backend's model without the served contract (a server's client) is a failed load,
+    told on the status, never a server that says it is ready."""
+    with ScriptedServer().running() as upstream:
+        upstream.script(Reply(events=tokens([300])))
+        settings = Settings(model=str(tiny_model_dir), backend="openai", server_url=upstream.url)
+        serving = Serving(settings, private_dir)
+        serving.thread.start()
+        try:
+            served = Served(serving.server, serving.path)
+            deadline = time.monotonic() + READY_TIMEOUT
+            while True:
+                try:
+                    status = served.wait_for(lambda s: s["state"] != "loading", "loaded")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the server never listened"
+                    time.sleep(0.02)
+            assert status["state"] == "failed"
+            assert "RemoteModel cannot be served" in status["failure"][0]
+            assert served.http.get("/health").status_code == 503
+        finally:
+            serving.__exit__()
 
 
 def test_the_socket_is_private(private_dir: Path) -> None:
