@@ -25,10 +25,10 @@ from codegeex2_lsp.settings.fields import Settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 FAILED_LINGER_SECONDS = 30.0
 """A server whose model failed to load stays this long to tell the editors why, then exits."""
-
-T = TypeVar("T")
 
 FIRST_CLIENT_GRACE_SECONDS = 60.0
 """Until a first client attaches, the idle time is at least this: the editor that started the
