@@ -180,13 +180,13 @@ async def measure_keystrokes(model: Path, scratch: Path, count: int) -> None:
             line = text.count("\n")
             for backend, each in (("local", local), ("shared", shared)):
                 edit(each.client, i + 2, text)
-                served = (await status(each.client))["served"]["model"]
+                served = (await status(each.client))["served"]["by_model"]
                 begin = time.perf_counter()
                 await inline(each.client, URI, line, len(text) - text.rfind("\n") - 1,
                              invoked=False)  # fmt: skip
                 trip = time.perf_counter() - begin
                 # The first keystroke filled the caches; only model-served answers count.
-                if i and (await status(each.client))["served"]["model"] == served + 1:
+                if i and (await status(each.client))["served"]["by_model"] == served + 1:
                     trips[backend].append(1000 * trip)
     for backend, values in trips.items():
         emit(

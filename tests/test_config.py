@@ -8,9 +8,11 @@ import argparse
 import dataclasses
 import math
 import typing
+from pathlib import Path
 
 import pytest
 
+from codegeex2_lsp.backends.shared.launcher import SPEC_FIELDS, server_command, spec_values
 from codegeex2_lsp.settings.fields import (
     SETTINGS,
     LoadSpec,
@@ -22,6 +24,7 @@ from codegeex2_lsp.settings.sources import (
     apply_updates,
     from_arguments,
     section_from_configuration,
+    to_arguments,
 )
 
 
@@ -300,3 +303,63 @@ def test_nan_flags_are_reported() -> None:
     update = from_arguments(parser.parse_args(["--temperature", "nan", "--top-p", "inf"]))
     assert update.settings == Settings()
     assert len(update.errors) == 2
+
+
+def parse_flags(arguments: list[str]) -> Settings:
+    """What a process of this package's command line makes of ``arguments``'s settings."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    update = from_arguments(parser.parse_known_args(arguments)[0])
+    assert not update.errors, update.errors
+    return update.settings
+
+
+def test_every_setting_round_trips_through_its_flag() -> None:
+    """Values of every kind, none of them a default, come back from their flags as they were."""
+    settings = Settings(
+        model="-model-named-like-a-flag",
+        device="cuda:1",
+        dtype="float16",
+        quantize="int4",
+        num_gpus=2,
+        max_context_tokens=4096,
+        max_new_tokens=100,
+        temperature=0.1 + 0.2,
+        top_p=0.8,
+        top_k=40,
+        multiline="always",
+        candidates=1,
+        debounce_ms=0,
+        prefix_cache_mb=64,
+        compile="off",
+        speculative=False,
+        backend="shared",
+        server_url="http://127.0.0.1:9000/v1",
+        served_model="cg2",
+        request_timeout_ms=2500,
+        shared_idle_minutes=0.25,
+        enable=False,
+        disabled_languages=("go",),
+        exclude=(),
+    )
+    changed = {
+        f.name
+        for f in dataclasses.fields(Settings)
+        if getattr(settings, f.name) != getattr(Settings(), f.name)
+    }
+    assert changed == {spec.field for spec in SETTINGS}
+    assert parse_flags(to_arguments(settings, [spec.field for spec in SETTINGS])) == settings
+
+
+def test_a_list_item_with_a_comma_has_no_flag() -> None:
+    with pytest.raises(ValueError, match="comma"):
+        to_arguments(Settings(exclude=("*.{pem,key}",)), ["exclude"])
+
+
+def test_a_shared_server_gets_every_setting_it_is_told_apart_by(tmp_path: Path) -> None:
+    spec = Settings(
+        model=str(tmp_path), device="cuda:1", dtype="float16", quantize="int4", num_gpus=2
+    ).load_spec()
+    command = server_command(spec, tmp_path / "s.sock", 5)
+    served = parse_flags(command[command.index("serve") + 1 :]).load_spec()
+    assert {field: getattr(served, field) for field in SPEC_FIELDS} == spec_values(spec)

@@ -137,7 +137,7 @@ async def test_the_newest_request_wins_and_older_ones_are_debounced(engine: Engi
     assert await first == []
     assert await second == expected
     assert scheduler.served.debounced == 1
-    assert scheduler.served.model == 1
+    assert scheduler.served.by_model == 1
 
 
 async def test_a_request_superseded_in_its_debounce_is_answered_at_once(engine: Engine) -> None:
@@ -179,7 +179,7 @@ async def test_a_request_the_client_cancelled_leaves_a_burst(engine: Engine) -> 
     assert clock.sleeps == [DEBOUNCE_MS / 1000, pytest.approx(1.5 * gap)]
     clock.advance(1.5 * gap)
     assert await second
-    assert scheduler.served.model == 1
+    assert scheduler.served.by_model == 1
 
 
 async def test_in_a_burst_a_request_waits_for_the_pause(engine: Engine) -> None:

@@ -202,7 +202,7 @@ def test_four_simultaneous_requests_are_all_answered(
     served: Served, stream: bool, named: bool
 ) -> None:
     identity = {"user": "w1", "vllm_xargs": {"document": "file:///a.py"}} if named else {}
-    request = body([5, 6, 7], max_tokens=4, stream=stream, **identity)
+    request = body(served.prompt([5, 6, 7]), max_tokens=4, stream=stream, **identity)
 
     def ask(_: int) -> list[str | None]:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(served.path)), timeout=60) as http:
@@ -259,11 +259,13 @@ def test_a_body_over_the_limit_gets_413_before_it_is_parsed(served: Served) -> N
     assert response.status_code == 413
 
 
-def test_the_body_limit_is_the_servers_setting(tiny_model_dir: Path) -> None:
+def test_the_body_limit_is_the_servers_setting(
+    tiny_model_dir: Path, tokenizer: ChatGLM2Tokenizer
+) -> None:
     policy = Policy(max_body_bytes=2**12, one_user=False)
     settings = Settings(model=str(tiny_model_dir), device="cpu")
     with TcpServing(settings, policy) as http:
-        fits = http.post("/v1/completions", json=body([5, 6], max_tokens=1))
+        fits = http.post("/v1/completions", json=body(tokenizer.with_prefix([5, 6]), max_tokens=1))
         over = http.post("/v1/completions", json=body([5] * 4000, max_tokens=1))
     assert fits.status_code == 200
     assert over.status_code == 413
@@ -279,7 +281,7 @@ def test_json_nested_deeply_gets_400(served: Served) -> None:
 def test_health_answers_while_a_prompt_is_tokenized(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = served.server.service.local_model()
+    model = served.server.service.model
     assert model is not None
     tokenizing, release = threading.Event(), threading.Event()
     prompt_ids = model.tokenizer.prompt_ids

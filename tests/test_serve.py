@@ -34,6 +34,7 @@ from codegeex2_lsp.backends.shared.listen import (
 )
 from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.settings.fields import Settings
+from tests.scripted_server import Reply, ScriptedServer, tokens
 
 READY_TIMEOUT = 60.0
 PROMPT = "# language: Python\ndef fibonacci(n):\n"
@@ -51,6 +52,12 @@ class Served:
 
     def status(self) -> dict[str, Any]:
         return dict(self.http.get("/status").json())
+
+    def prompt(self, ids: list[int]) -> list[int]:
+        """``ids`` as a prompt of token ids: after ``[gMASK] sop``, as the API takes them."""
+        model = self.server.service.model
+        assert model is not None
+        return model.tokenizer.with_prefix(ids)
 
     def wait_for(self, predicate: Any, what: str) -> dict[str, Any]:
         """Poll the status until ``predicate`` holds: the server's own account, not a timer."""
@@ -77,8 +84,15 @@ def served(tiny_model_dir: Path, private_dir: Path) -> Iterator[Served]:
 class Serving:
     """A server on a socket of ``directory``, run in a thread while the block lasts."""
 
-    def __init__(self, settings: Settings, directory: Path, idle: float | None = None) -> None:
-        self.path = directory / "model.sock"
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Path,
+        idle: float | None = None,
+        *,
+        socket_name: str = "model.sock",
+    ) -> None:
+        self.path = directory / socket_name
         self.sock = unix_socket(self.path)
         self.server = build_server(settings, idle, None)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
@@ -224,6 +238,8 @@ def test_another_clients_document_is_not_superseded(served: Served, local: Local
 def test_bad_requests_get_vllms_error_object(
     served: Served, request_body: dict[str, Any], status: int, param: str | None
 ) -> None:
+    if isinstance(request_body["prompt"], list) and request_body["prompt"]:
+        request_body = {**request_body, "prompt": served.prompt(request_body["prompt"])}
     response = served.http.post(
         "/v1/completions",
         content=json.dumps(request_body, allow_nan=True),
@@ -234,6 +250,45 @@ def test_bad_requests_get_vllms_error_object(
     assert error["code"] == status and error["message"]
     if param is not None:
         assert error["param"] == param
+
+
+def test_token_ids_without_the_prefix_are_refused(served: Served) -> None:
+    """Ids are the model's input as they are: the server adds nothing a client left out."""
+    text_ids = [5, 6, 7]
+    missing = served.http.post("/v1/completions", json=body(text_ids, max_tokens=1))
+    assert missing.status_code == 400
+    error = missing.json()["error"]
+    assert error["param"] == "prompt" and "[gMASK] sop" in error["message"]
+    carried = served.http.post("/v1/completions", json=body(served.prompt(text_ids), max_tokens=1))
+    assert carried.status_code == 200
+    assert carried.json()["choices"][0]["prompt_token_ids"] == served.prompt(text_ids)
+
+
+def test_a_model_that_cannot_be_served_fails_its_load(
+    tiny_model_dir: Path, private_dir: Path
+) -> None:
+    """A backend's model without the served contract (a server's client) is a failed load,
+    told on the status, never a server that says it is ready."""
+    with ScriptedServer().running() as upstream:
+        upstream.script(Reply(events=tokens([300])))
+        settings = Settings(model=str(tiny_model_dir), backend="openai", server_url=upstream.url)
+        serving = Serving(settings, private_dir)
+        serving.thread.start()
+        try:
+            served = Served(serving.server, serving.path)
+            deadline = time.monotonic() + READY_TIMEOUT
+            while True:
+                try:
+                    status = served.wait_for(lambda s: s["state"] != "loading", "loaded")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the server never listened"
+                    time.sleep(0.02)
+            assert status["state"] == "failed"
+            assert "RemoteModel cannot be served" in status["failure"][0]
+            assert served.http.get("/health").status_code == 503
+        finally:
+            serving.__exit__()
 
 
 def test_the_socket_is_private(private_dir: Path) -> None:

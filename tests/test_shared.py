@@ -1,4 +1,5 @@
-"""The ``shared`` backend end to end: real LSP processes, the real server they start, no torch.
+"""The ``shared`` backend end to end: real LSP processes without torch, and the real server
+they start, or one the test runs on their socket where it must hold the model.
 
 Every test gets its own runtime directory, so its servers are its own. Waits are on what the
 processes report (the LSP status, the server's status, a process's exit), never on a timer.
@@ -11,8 +12,9 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,15 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
-from codegeex2_lsp.backends.shared.launcher import pid_alive, running_servers, server_status
+from codegeex2_lsp.backends.generation import Cancelled, Generation
+from codegeex2_lsp.backends.shared.launcher import (
+    pid_alive,
+    running_servers,
+    server_status,
+    socket_path,
+)
 from codegeex2_lsp.postprocess import make_context, postprocess
+from codegeex2_lsp.settings.fields import Settings
 from codegeex2_lsp.testing import write_tiny_model
 from tests.lsp_support import (
     READY_TIMEOUT,
@@ -34,6 +43,7 @@ from tests.lsp_support import (
     wait_for_state,
 )
 from tests.support import CURSOR, SOURCE
+from tests.test_serve import Serving
 
 pytestmark = pytest.mark.slow
 
@@ -152,32 +162,72 @@ async def test_a_killed_server_costs_one_message_and_the_next_request_restarts_i
         assert (await status(client))["restarts"] == 1
 
 
+class HeldFirst:
+    """The served model's first generation waits, before any work, until its request is
+    cancelled; later ones run as they come. The model's own check then stops it."""
+
+    def __init__(self, generate: Callable[..., Generation]) -> None:
+        self._generate = generate
+        self.started = threading.Event()
+        self.endings: list[str] = []
+
+    def generate(self, *args: Any, cancelled: Callable[[], bool], **rest: Any) -> Generation:
+        first = not self.started.is_set()
+        self.started.set()
+        if not first:
+            return self._generate(*args, cancelled=cancelled, **rest)
+
+        def held() -> bool:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not cancelled():
+                assert time.monotonic() < deadline, "the held generation was never cancelled"
+                time.sleep(0.005)
+            return True
+
+        try:
+            return self._generate(*args, cancelled=held, **rest)
+        except Cancelled:
+            self.endings.append("cancelled")
+            raise
+
+
 async def test_cancelling_in_one_window_stops_only_that_windows_work(
-    slow_model_dir: Path, runtime: Path
+    tiny_model_dir: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flags = shared(slow_model_dir, *LONG_RUN)
-    async with running_server(*flags) as one, running_server(*flags) as two:
-        await asyncio.gather(wait_for_state(one, "ready"), wait_for_state(two, "ready"))
-        path, _ = only_server()
-        for client in (one, two):
-            open_document(client, URI, LONG_SOURCE)
-        cancelled = ask_inline(one, URI, *LONG_CURSOR, msg_id="to-cancel")
-        await asyncio.to_thread(
-            wait_for_server, path, lambda s: s["tokens"].get("generated", 0) > 0, "generated"
-        )
-        # The other window's request for the same URI waits its turn on the model thread.
-        kept = asyncio.ensure_future(inline(two, URI, *LONG_CURSOR))
-        await asyncio.to_thread(
-            wait_for_server, path, lambda s: s["requests"]["in_flight"] == 2, "took both"
-        )
-        one.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="to-cancel"))
-        with pytest.raises(JsonRpcRequestCancelled):
-            await cancelled
-        assert await kept
-        server = await asyncio.to_thread(
-            wait_for_server, path, lambda s: s["requests"]["in_flight"] == 0, "finished"
-        )
-        # Each stream was closed by its window: one cancelled, the other once its suggestion
-        # was settled. Neither request superseded the other, though both name the same URI.
-        assert server["requests"]["disconnected"] == 2
-        assert server["requests"]["superseded"] == 0
+    # The server runs in this process, where the socket the windows look for is, so the test
+    # holds the first generation until its cancellation arrives: nothing races the model.
+    flags = shared(tiny_model_dir, "--candidates", "1")
+    spec = Settings(model=str(tiny_model_dir), device="cpu", backend="shared").load_spec()
+    path = socket_path(spec)
+    served_settings = Settings(model=str(tiny_model_dir), device="cpu")
+    with Serving(served_settings, path.parent, socket_name=path.name) as served:
+        model = served.server.service.model
+        assert model is not None
+        held = HeldFirst(model.generate)
+        monkeypatch.setattr(model, "generate", held.generate)
+        async with running_server(*flags) as one, running_server(*flags) as two:
+            await asyncio.gather(wait_for_state(one, "ready"), wait_for_state(two, "ready"))
+            assert served.status()["clients"] == 2
+            for client in (one, two):
+                open_document(client, URI, SOURCE)
+            cancelled = ask_inline(one, URI, *CURSOR, msg_id="to-cancel")
+            assert await asyncio.to_thread(held.started.wait, READY_TIMEOUT)
+            # The other window's request for the same URI waits its turn on the model thread.
+            kept = asyncio.ensure_future(inline(two, URI, *CURSOR))
+            await asyncio.to_thread(
+                served.wait_for, lambda s: s["requests"]["in_flight"] == 2, "took both"
+            )
+            one.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="to-cancel"))
+            with pytest.raises(JsonRpcRequestCancelled):
+                await cancelled
+            assert await kept
+            server = await asyncio.to_thread(
+                served.wait_for, lambda s: s["requests"]["in_flight"] == 0, "finished"
+            )
+    # The held work was stopped by the model itself, once the window's stream closed. Neither
+    # request superseded the other, though both name the same URI.
+    assert held.endings == ["cancelled"]
+    requests = server["requests"]
+    assert requests["superseded"] == requests["failed"] == 0
+    assert requests["disconnected"] >= 1
+    assert requests["completed"] + requests["disconnected"] == 2

@@ -51,7 +51,7 @@ async def command(client: LanguageClient, name: str, *arguments: Any) -> Any:
 
 
 async def model_work(client: LanguageClient) -> int:
-    return int((await status(client))["served"]["model"])
+    return int((await status(client))["served"]["by_model"])
 
 
 async def test_the_commands_are_advertised(tiny_model_dir: Path) -> None:
@@ -72,7 +72,7 @@ async def test_off_answers_nothing_without_model_work_until_toggled(tiny_model_d
         assert await inline_items(client, URI) == []
         current = await status(client)
         assert current["enabled"] is False
-        assert current["served"]["model"] == 0 and current["requests"]["completed"] == 0
+        assert current["served"]["by_model"] == 0 and current["requests"]["completed"] == 0
 
         assert await command(client, "codegeex2.toggle") == {"enabled": True}
         assert await inline_items(client, URI) != []

@@ -160,6 +160,56 @@ class CompletionModel(Protocol):
         ...
 
 
+Observer = Callable[[Generation], None]
+"""Hears the generation after every token: how a server streams it."""
+
+
+@runtime_checkable
+class ServedModel(CompletionModel, Protocol):
+    """A model the ``serve`` server can serve to other processes: what it checks requests
+    against, how it streams, and whether its clients may share a cached prefix.
+
+    The server checks a request before the model thread sees it, so the model's own limits
+    are facts it states rather than settings; the local backend's model is one.
+    """
+
+    @property
+    def vocab_size(self) -> int:
+        """How many ids the model scores (the padded vocabulary): a prompt's ids are below it."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens (prompt and generated) the model's positions cover."""
+        ...
+
+    @property
+    def cached_bytes(self) -> int:
+        """The memory the model keeps now for prompts' reuse."""
+        ...
+
+    def share_prefixes(self, across_keys: bool) -> None:
+        """Let a cache key start from a prefix another key left (``across_keys``), or not.
+
+        Only where every client is the same user: another's prefix would reveal their prompt.
+        """
+        ...
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        *,
+        cancelled: Callable[[], bool],
+        should_stop: StopCheck | None = None,
+        cache_key: str,
+        cache_bytes: int,
+        observe: Observer | None = None,
+    ) -> Generation:
+        """As :meth:`CompletionModel.generate`; ``observe`` hears every token as it comes."""
+        ...
+
+
 @runtime_checkable
 class ChoosesDecode(Protocol):
     """A model with a choice of decode path, set by the ``compile`` setting.

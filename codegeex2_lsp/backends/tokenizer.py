@@ -68,8 +68,19 @@ class ChatGLM2Tokenizer:
         return list(self._sp.encode(text, out_type=int))
 
     def prompt_ids(self, text: str) -> list[int]:
-        """Ids of a completion prompt: the model expects ``[gMASK, sop]`` before the text."""
-        return [*self.prefix_ids, *self.encode(text)]
+        """Ids of a completion prompt of ``text``."""
+        return self.with_prefix(self.encode(text))
+
+    def with_prefix(self, ids: Sequence[int]) -> list[int]:
+        """A completion prompt of the text's ``ids``: the model expects ``[gMASK, sop]`` first.
+
+        The one place a prompt gets its prefix; every backend takes prompts that carry it.
+        """
+        return [*self.prefix_ids, *ids]
+
+    def has_prefix(self, ids: Sequence[int]) -> bool:
+        """Whether ``ids`` start with ``[gMASK, sop]``, as every prompt a backend takes does."""
+        return tuple(ids[: len(self.prefix_ids)]) == self.prefix_ids
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special and padding ids carry no text and are skipped."""

@@ -203,7 +203,7 @@ def generate_raw(
 
 
 def _prompt_ids(request: CompletionRequest, model: CompletionModel) -> list[int]:
-    return [*model.tokenizer.prefix_ids, *request.prompt.ids]
+    return model.tokenizer.with_prefix(request.prompt.ids)
 
 
 def _first_sampling(request: CompletionRequest, model: CompletionModel) -> SamplingParams:

@@ -87,9 +87,14 @@ class Shown:
 
 @dataclass
 class Served:
-    """How requests were answered, for the status command: tests and benchmarks read it."""
+    """How requests were answered, for the status command: tests and benchmarks read it.
 
-    model: int = 0
+    ``by_model`` counts answers the model generated for the newest request; ``typed_ahead``
+    those taken from suggestions already shown; ``debounced`` requests a newer one replaced
+    before the model saw them.
+    """
+
+    by_model: int = 0
     typed_ahead: int = 0
     debounced: int = 0
 
@@ -210,7 +215,7 @@ class Scheduler:
                 state.flight = None
         if state.newest not in flight.numbers:
             return []
-        self.served.model += 1
+        self.served.by_model += 1
         state.answered = True
         for suggestion in suggestions:
             generation = suggestion.generation

@@ -416,7 +416,7 @@ class CodeGeeX2Server(SafeLanguageServer):
                 log.debug("prompt for %s:\n%s", uri, prepared.prompt.text)
             return prepared
 
-        answered = self.scheduler.served.model
+        answered = self.scheduler.served.by_model
         try:
             texts = await self.scheduler.suggest(
                 uri, request, invoked=invoked, debounce_ms=settings.debounce_ms
@@ -424,7 +424,7 @@ class CodeGeeX2Server(SafeLanguageServer):
         except LoadError as failure:
             self.report_outage(failure.message, failure.hint)
             return []
-        if self.scheduler.served.model > answered:
+        if self.scheduler.served.by_model > answered:
             self.outage_over()
         return texts
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from codegeex2_lsp.settings.fields import (
     SECTION,
     SETTINGS,
     SETTINGS_BY_KEY,
+    LoadSpec,
     Settings,
     SettingSpec,
 )
@@ -128,6 +129,37 @@ def _flag_type(spec: SettingSpec) -> Callable[[str], Any]:
         # An unknown word stays a string, which the check reports like any bad value.
         return lambda text: _FLAG_BOOLEANS.get(text.lower(), text)
     return str
+
+
+_SETTINGS_BY_FIELD = {spec.field: spec for spec in SETTINGS}
+
+
+def to_arguments(values: Settings | LoadSpec, fields: Iterable[str]) -> list[str]:
+    """The flags that set ``fields`` to their values in ``values``, for a process started with
+    this package's command line: :func:`add_arguments` and :func:`from_arguments` read them back
+    as they were.
+
+    Each flag and its value are one argument (``--model=PATH``), so a value that starts with a
+    dash is never taken for a flag.
+    """
+    arguments = []
+    for field in fields:
+        spec = _SETTINGS_BY_FIELD[field]
+        arguments.append(f"{spec.flag}={_flag_text(spec, getattr(values, field))}")
+    return arguments
+
+
+def _flag_text(spec: SettingSpec, value: Any) -> str:
+    """``value`` as :func:`_flag_type` reads it back."""
+    if spec.kind == "boolean":
+        return "true" if value else "false"
+    if spec.kind == "number":
+        return repr(float(value))
+    if spec.kind == "array":
+        if any("," in item for item in value):
+            raise ValueError(f"{spec.flag} takes its items comma-separated: {value!r}")
+        return ",".join(value)
+    return str(value)
 
 
 _SETTING_NAME = re.compile(r"\bcodegeex2\.([A-Za-z]+)\b")

@@ -164,7 +164,7 @@ Returns (FUNCTION BEG END TABLE . PROPS), as `completion-at-point' would use it.
 (defun codegeex2-driver-served ()
   "Requests the server answered from the model or typed-ahead so far."
   (let ((served (codegeex2-lsp--get (codegeex2-lsp-status) "served")))
-    (+ (codegeex2-lsp--get served "model") (codegeex2-lsp--get served "typed_ahead"))))
+    (+ (codegeex2-lsp--get served "by_model") (codegeex2-lsp--get served "typed_ahead"))))
 
 (defun codegeex2-driver-served-by-one-request ()
   "Ask for completions at the position once; how many requests the server served."

@@ -105,12 +105,27 @@ class LocalModel:
         suppress[tokenizer.suppressed_ids(vocab_size)] = float("-inf")
         self._suppress = suppress
         self.prefixes = PrefixCache()
-        self.share_prefixes = False
-        """Whether a document may start from another document's cached prefix (see take)."""
+        self._across_keys = False
         self._static: StaticDecoder | None = None
         self.totals = Totals()
         self.speculation = DraftTotals()
         self.draft_tokens = CPU_DRAFT_TOKENS if self.device.type == "cpu" else DRAFT_TOKENS
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self.prefixes.nbytes
+
+    def share_prefixes(self, across_keys: bool) -> None:
+        """Whether a document may start from another document's cached prefix (see take)."""
+        self._across_keys = across_keys
 
     @property
     def decode(self) -> DecodeMode:
@@ -202,7 +217,7 @@ class LocalModel:
         self.totals.generations += 1
         started = time.perf_counter()
         if cache_bytes > 0:
-            entry = self.prefixes.take(cache_key, prompt_ids, across_keys=self.share_prefixes)
+            entry = self.prefixes.take(cache_key, prompt_ids, across_keys=self._across_keys)
         else:
             self.prefixes.forget()
             entry = CacheEntry()

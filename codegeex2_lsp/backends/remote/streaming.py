@@ -240,12 +240,11 @@ class RemoteModel:
     ) -> dict[str, Any]:
         prompt: list[int] | str = prompt_ids
         if form == "text":
-            prefix = list(self.tokenizer.prefix_ids)
-            body_ids = (
-                prompt_ids[len(prefix) :] if prompt_ids[: len(prefix)] == prefix else prompt_ids
-            )
-            # The server's own tokenizer adds [gMASK] sop, as ChatGLM2's does.
-            prompt = self.tokenizer.decode(body_ids)
+            # The one place the prefix comes off: a text-only server's own tokenizer adds
+            # [gMASK] sop, as ChatGLM2's does.
+            tokenizer = self.tokenizer
+            text_ids = prompt_ids[len(tokenizer.prefix_ids) :]
+            prompt = tokenizer.decode(text_ids if tokenizer.has_prefix(prompt_ids) else prompt_ids)
         body: dict[str, Any] = {
             "model": self.served.id,
             "prompt": prompt,

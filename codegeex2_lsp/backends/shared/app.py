@@ -19,7 +19,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,8 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from codegeex2_lsp.backends.generation import Cancelled, CompletionModel, Generation, SamplingParams
-from codegeex2_lsp.backends.local.inference import LocalModel
+from codegeex2_lsp.backends.generation import Cancelled, Generation, SamplingParams, ServedModel
 from codegeex2_lsp.backends.shared.schema import (
     Answer,
     BadRequest,
@@ -70,6 +69,9 @@ class Policy:
 
 PER_USER = Policy()
 """The per-user socket's policy: its every client is its one user."""
+
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class TooLarge(Exception):
@@ -120,9 +122,8 @@ class Job:
         """
         ticket.future.add_done_callback(lambda future: self._emit(_END))
 
-    def run(self, model: CompletionModel, cancelled: Callable[[], bool]) -> None:
+    def run(self, model: ServedModel, cancelled: Callable[[], bool]) -> None:
         """On the model thread: generate each of the ``n`` choices, sending every token."""
-        assert isinstance(model, LocalModel)
         try:
             for index in range(self.call.n):
                 self._choice(model, cancelled, index)
@@ -130,7 +131,7 @@ class Job:
             if not self.keep_cache:
                 model.forget(self.key)
 
-    def _choice(self, model: LocalModel, cancelled: Callable[[], bool], index: int) -> None:
+    def _choice(self, model: ServedModel, cancelled: Callable[[], bool], index: int) -> None:
         sent_ids, sent_text = 0, ""
 
         def observe(generation: Generation) -> None:
@@ -256,29 +257,39 @@ def create_app(
     # Parsing and tokenizing, off the event loop; two at a time at most.
     parsing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="codegeex2-parse")
 
-    def authorized(request: Request) -> bool:
-        if api_key is None:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode())
+    def guarded(handler: Handler) -> Handler:
+        """``handler`` behind the API key."""
 
-    def ready_model() -> LocalModel | None:
-        return service.local_model() if service.state == "ready" else None
+        async def checked(request: Request) -> Response:
+            if api_key is not None:
+                given = request.headers.get("authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                    return _error("invalid API key", 401)
+            return await handler(request)
+
+        return checked
+
+    def serving(handler: Callable[[Request, ServedModel], Awaitable[Response]]) -> Handler:
+        """``handler`` behind the API key, given the model; answered 503 until it is ready."""
+
+        async def checked(request: Request) -> Response:
+            model = ready_model()
+            if model is None:
+                return _error(f"the model is {service.state}: {service.progress}", 503)
+            return await handler(request, model)
+
+        return guarded(checked)
+
+    def ready_model() -> ServedModel | None:
+        return service.model if service.state == "ready" else None
 
     async def health(request: Request) -> Response:
         return Response(status_code=200 if ready_model() is not None else 503)
 
     async def status(request: Request) -> Response:
-        if not authorized(request):
-            return _error("invalid API key", 401)
         return JSONResponse(service.status())
 
-    async def models(request: Request) -> Response:
-        if not authorized(request):
-            return _error("invalid API key", 401)
-        model = ready_model()
-        if model is None:
-            return _error(f"the model is {service.state}: {service.progress}", 503)
+    async def models(request: Request, model: ServedModel) -> Response:
         card = {
             "id": service.served_name,
             "object": "model",
@@ -286,16 +297,11 @@ def create_app(
             "owned_by": "codegeex2-lsp",
             "root": service.served_name,
             "parent": None,
-            "max_model_len": model.model.config.max_position_embeddings,
+            "max_model_len": model.context_length,
         }
         return JSONResponse({"object": "list", "data": [card]})
 
-    async def completions(request: Request) -> Response:
-        if not authorized(request):
-            return _error("invalid API key", 401)
-        model = ready_model()
-        if model is None:
-            return _error(f"the model is {service.state}: {service.progress}", 503)
+    async def completions(request: Request, model: ServedModel) -> Response:
         try:
             raw = await _read_body(request, policy.max_body_bytes)
         except TooLarge:
@@ -311,7 +317,7 @@ def create_app(
         answer = Answer.start(service.served_name, prompt_ids, call.return_token_ids)
         job = Job(call, prompt_ids, service.settings.prefix_cache_mb * 2**20, answer, policy)
         service.begin_request()
-        ticket = service.engine.submit(job.key, job.run, owner=call.client)
+        ticket = service.submit(job.key, job.run, owner=call.client)
         job.follow(ticket)
         if call.stream:
             return StreamingResponse(job.stream(ticket, service), media_type="text/event-stream")
@@ -324,8 +330,6 @@ def create_app(
         return response
 
     async def attach(request: Request) -> Response:
-        if not authorized(request):
-            return _error("invalid API key", 401)
         client = request.query_params.get("client", "")
 
         async def attached() -> AsyncIterator[bytes]:
@@ -352,10 +356,10 @@ def create_app(
     return Starlette(
         routes=[
             Route("/health", health),
-            Route("/status", status),
-            Route("/attach", attach),
-            Route("/v1/models", models),
-            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/status", guarded(status)),
+            Route("/attach", guarded(attach)),
+            Route("/v1/models", serving(models)),
+            Route("/v1/completions", serving(completions), methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -375,7 +379,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _prepare(raw: bytes, model: LocalModel, served: str) -> tuple[CompletionCall, list[int]]:
+def _prepare(raw: bytes, model: ServedModel, served: str) -> tuple[CompletionCall, list[int]]:
     """On a parsing thread: the checked call and its prompt's ids; :class:`BadRequest` else."""
     try:
         body = json.loads(raw)
@@ -387,17 +391,28 @@ def _prepare(raw: bytes, model: LocalModel, served: str) -> tuple[CompletionCall
     return call, _check(call, body, model, served)
 
 
-def _check(call: CompletionCall, body: Any, model: LocalModel, served: str) -> list[int]:
-    """The prompt's ids, once the call is known to fit this model."""
+def _check(call: CompletionCall, body: Any, model: ServedModel, served: str) -> list[int]:
+    """The prompt's ids, once the call is known to fit this model.
+
+    Ids are the model's input as they are, as vLLM takes them, so they must carry
+    ``[gMASK] sop`` as every backend's prompt does; a text prompt gets it from the tokenizer,
+    as it would from the model's own on vLLM.
+    """
     name = body.get("model")
     if name not in (None, "", served):
         raise BadRequest(f"The model `{name}` does not exist.", "model")
     tokenizer = model.tokenizer
-    vocab = model.model.config.vocab_size
+    vocab = model.vocab_size
     ids = tokenizer.prompt_ids(call.prompt) if isinstance(call.prompt, str) else call.prompt
     if max(ids) >= vocab:
         raise BadRequest(f"token ids must be below {vocab}", "prompt")
-    limit = model.model.config.max_position_embeddings
+    if not tokenizer.has_prefix(ids):
+        gmask, sop = tokenizer.prefix_ids
+        raise BadRequest(
+            f"token ids must start with [gMASK] sop ({gmask}, {sop}), as the model's prompts do",
+            "prompt",
+        )
+    limit = model.context_length
     if len(ids) + call.max_tokens > limit:
         raise BadRequest(
             f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "

@@ -19,6 +19,7 @@ It imports neither torch nor the server: the editor's process uses it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -38,7 +39,8 @@ from typing import Any
 import httpx
 
 from codegeex2_lsp.errors import LoadError
-from codegeex2_lsp.settings.fields import API_KEY_VARIABLE
+from codegeex2_lsp.settings.fields import API_KEY_VARIABLE, LoadSpec
+from codegeex2_lsp.settings.sources import to_arguments
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +217,9 @@ def child_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in ENVIRONMENT_DROPPED}
 
 
-def server_command(spec: Any, path: Path, idle_minutes: float) -> list[str]:
+def server_command(spec: LoadSpec, path: Path, idle_minutes: float) -> list[str]:
     """The command line of a shared server for ``spec`` on ``path``."""
-    values = spec_values(spec)
+    named = dataclasses.replace(spec, model=spec_values(spec)["model"])
     return [
         sys.executable,
         *python_flags(),
@@ -228,16 +230,7 @@ def server_command(spec: Any, path: Path, idle_minutes: float) -> list[str]:
         str(path),
         "--idle-minutes",
         f"{idle_minutes:g}",
-        "--model",
-        values["model"],
-        "--device",
-        values["device"],
-        "--dtype",
-        values["dtype"],
-        "--quantize",
-        values["quantize"],
-        "--num-gpus",
-        str(values["num_gpus"]),
+        *to_arguments(named, SPEC_FIELDS),
     ]
 
 

@@ -16,14 +16,16 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from codegeex2_lsp import __version__
-from codegeex2_lsp.backends.local.inference import LocalModel
-from codegeex2_lsp.backends.worker import Engine, LoadListener
+from codegeex2_lsp.backends.generation import ServedModel
+from codegeex2_lsp.backends.worker import Engine, LoadListener, Ticket
 from codegeex2_lsp.settings.fields import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FAILED_LINGER_SECONDS = 30.0
 """A server whose model failed to load stays this long to tell the editors why, then exits."""
@@ -71,6 +73,9 @@ class ModelService:
     share_prefixes: bool = True
     """Whether a document may start from another client's cached prefix: only where every
     client is the same user."""
+    model: ServedModel | None = None
+    """The loaded model, once ready; read on the event loop for its facts, run only through
+    :meth:`submit`."""
     _timer: asyncio.TimerHandle | None = None
     _attached_once: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
@@ -105,17 +110,19 @@ class ModelService:
         self.progress = message
         log.info("%s", message)
 
-    def local_model(self) -> LocalModel | None:
-        """The loaded model: a served model is always the local backend's."""
-        model = self.engine.model
-        assert model is None or isinstance(model, LocalModel)
-        return model
-
     def _on_ready(self, description: str) -> None:
-        model = self.local_model()
-        assert model is not None
+        model = self.engine.model
+        # The server loads its model as the local backend does, which always gives one it can
+        # serve; a backend that cannot is a failure to load, told like any other.
+        if not isinstance(model, ServedModel):
+            self._on_failed(
+                f"{type(model).__name__} cannot be served to other processes",
+                'serve a model of the "local" backend',
+            )
+            return
         # Editors often hold the same files: let a document start from another's prefix.
-        model.share_prefixes = self.share_prefixes
+        model.share_prefixes(self.share_prefixes)
+        self.model = model
         self.loads += 1
         self.state, self.progress = "ready", description
         log.info("ready: %s", description)
@@ -125,6 +132,17 @@ class ModelService:
         self.state, self.failure = "failed", (message, hint)
         log.error("loading failed: %s (%s)", message, hint)
         self._arm(FAILED_LINGER_SECONDS)
+
+    def submit(
+        self, key: str, work: Callable[[ServedModel, Callable[[], bool]], T], owner: str
+    ) -> Ticket[T]:
+        """Queue ``work`` on the model thread (see :meth:`Engine.submit`), once ready.
+
+        The engine holds one model for the server's life, the one :attr:`model` names.
+        """
+        model = self.model
+        assert model is not None, "work is submitted only to a ready model"
+        return self.engine.submit(key, lambda _, cancelled: work(model, cancelled), owner=owner)
 
     def attach(self, client: str) -> None:
         self.clients[client] += 1
@@ -174,7 +192,7 @@ class ModelService:
 
     def status(self) -> dict[str, Any]:
         """What ``doctor`` and the tests read: the model, its loads, clients, work and memory."""
-        model = self.local_model()
+        model = self.model
         totals = model.totals if model is not None else None
         return {
             "version": __version__,
@@ -192,7 +210,7 @@ class ModelService:
             "tokens": dataclasses.asdict(totals) if totals is not None else {},
             "memory": {
                 "rss": rss_bytes(),
-                "prefix_cache": model.prefixes.nbytes if model is not None else 0,
+                "prefix_cache": model.cached_bytes if model is not None else 0,
             },
             "idle_seconds": self.idle_seconds,
         }
