@@ -28,6 +28,13 @@ python=${PYTHON:-}
 if [[ -z $python ]]; then
   if [[ -x $repo/.venv/bin/python ]]; then python=$repo/.venv/bin/python; else python=python3; fi
 fi
+# The extension starts the server in the home directory, so the interpreter it is given must
+# not depend on this script's working directory.
+if [[ $python == */* ]]; then
+  python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python")
+else
+  python=$(command -v "$python")
+fi
 
 t0=$SECONDS
 step_start=$SECONDS
