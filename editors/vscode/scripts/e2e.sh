@@ -139,6 +139,8 @@ printf '%s' "$typed" >>"$artifacts/typed.py"
 suggestion=$(timeout 300 "$python" -m codegeex2_lsp complete "$artifacts/typed.py" --line 6 \
   --character 15 --model "$artifacts/tiny-model" --device cpu; printf x)
 suggestion=${suggestion%x}
+# complete ends its output with a newline of its own.
+suggestion=${suggestion%$'\n'}
 [[ -n $suggestion ]] || fail "the tiny model suggests nothing at the sample position"
 { cat "$artifacts/typed.py"; printf '%s' "$suggestion"; } >"$artifacts/expected.py"
 echo "suggestion: $(printf '%q' "$suggestion" | cut -c1-200)"
@@ -158,6 +160,9 @@ user_data, model, python = sys.argv[1:]
 machine = {"codegeex2.pythonPath": python, "codegeex2.model": model}
 settings = {
     "codegeex2.device": "cpu",
+    # The expected text comes from `complete`, which sees the file alone; the folder VS Code
+    # opens holds that expected file too, so context from it would change the suggestion.
+    "codegeex2.contextTokens": 0,
     "codegeex2.trace.server": "messages",
     # Editor settings stay at their defaults (quick suggestions on): the ghost text must work
     # as users get it. What follows only keeps first-run screens and network out of the way.
