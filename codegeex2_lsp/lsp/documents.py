@@ -67,6 +67,10 @@ class DocumentStore:
     def get(self, uri: str) -> Document | None:
         return self._documents.get(unquote(uri))
 
+    def uris(self) -> list[str]:
+        """The open documents' URIs, as their clients sent them."""
+        return [document.uri for document in self._documents.values()]
+
     def open(self, item: types.TextDocumentItem) -> None:
         self._documents[unquote(item.uri)] = Document(
             item.uri, item.language_id, item.version, LspText(item.text)

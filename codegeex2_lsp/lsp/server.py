@@ -24,7 +24,12 @@ from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.completion.acceptance import Acceptance, StatsStore
 from codegeex2_lsp.completion.gate import Gate
 from codegeex2_lsp.completion.languages import canonical_language_id
-from codegeex2_lsp.completion.pipeline import CompletionRequest, prepare
+from codegeex2_lsp.completion.pipeline import (
+    CompletionRequest,
+    PrefillRequest,
+    prepare,
+    prepare_prefill,
+)
 from codegeex2_lsp.completion.prompt import LineTokenCache
 from codegeex2_lsp.completion.scheduler import Scheduler
 from codegeex2_lsp.errors import LoadError
@@ -196,6 +201,9 @@ class CodeGeeX2Server(SafeLanguageServer):
         if token == self._progress_token:
             self._end_progress(f"Ready: {description}")
         self.outage_over()
+        # The editor opened its documents while the model loaded.
+        for uri in self.documents.uris():
+            self.prefill(uri)
 
     def _on_failed(self, token: str | None, spec: LoadSpec, message: str, hint: str) -> None:
         if token == self._progress_token:
@@ -285,6 +293,34 @@ class CodeGeeX2Server(SafeLanguageServer):
         if self.scheduler.served.model > answered:
             self.outage_over()
         return texts
+
+    def prefill(self, uri: str) -> None:
+        """Prefill a document just opened, while the user reads it, for the first request.
+
+        LSP tells no cursor moves or focus; opening is the one sign of a document about to
+        be used. Where the cursor then rests, the editor asks for a suggestion, and that
+        request's own prefill is kept for the next one. What the gate refuses is never read.
+        """
+        document = self.documents.get(uri)
+        if document is None:
+            return
+        if self.gate.refusal(self.settings, uri, document.language_id or "", self.folders()):
+            return
+        cache = self.line_cache()
+        if cache is None:
+            return
+        settings = self.request_settings()
+
+        def request() -> PrefillRequest | None:
+            return prepare_prefill(
+                document.text,
+                settings=settings,
+                cache=cache,
+                language_id=document.language_id,
+                uri=uri,
+            )
+
+        self.scheduler.prefill(uri, request)
 
     def folders(self) -> list[str]:
         """The workspace folders' URIs, where ``exclude`` patterns are relative to."""
@@ -438,6 +474,11 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
         section = section_from_configuration(params.settings)
         if section is not None:
             ls.apply_settings(section, f"{SECTION} configuration", fixed=START_ONLY)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: CodeGeeX2Server, params: types.DidOpenTextDocumentParams) -> None:
+        """Prefill the new document's first window in the background."""
+        ls.prefill(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeGeeX2Server, params: types.DidCloseTextDocumentParams) -> None:
