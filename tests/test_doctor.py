@@ -106,5 +106,10 @@ def test_not_downloaded_hub_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_command_exit_status(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--model", str(tiny_model_dir), "--device", "cpu"]) == 0
     assert "resolves to: cpu" in capsys.readouterr().out
+    exact = ["--device", "cpu", "--quantize", "int4", "--kernels", "exact"]
+    assert main(["doctor", "--model", str(tiny_model_dir), *exact]) == 0
+    out = capsys.readouterr().out
+    assert "kernels=exact" in out and "INT4 kernel: dequant (kernels exact" in out
+    assert "int4 weights, float32" in out
     assert main(["doctor", "--model", str(tiny_model_dir), "--num-gpus", "2"]) == 1
     assert "problem: numGpus 2 needs CUDA GPUs" in capsys.readouterr().out
