@@ -56,7 +56,9 @@ def diagnose(
     features = ", ".join(sorted(hardware.cpu_features)) or "none of AVX2/AVX-512/AMX/NEON"
     ram = available_ram()
     out.lines.append(
-        f"  CPU: {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {features}; "
+        f"  CPU: {os.cpu_count()} cores ({torch.get_num_threads()} torch threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}), {features}; "
         f"{gb(ram) if ram is not None else 'unknown'} RAM free"
     )
     chatglm, where = (find_config or find_model_config)(settings.model)
