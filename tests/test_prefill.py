@@ -20,6 +20,7 @@ from codegeex2_lsp.backends.generation import Cancelled, CompletionModel, Genera
 from codegeex2_lsp.backends.local import inference
 from codegeex2_lsp.backends.local.inference import LocalModel
 from codegeex2_lsp.backends.local.kvcache import CacheEntry
+from codegeex2_lsp.backends.tokenizer import read_tokenizer
 from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.completion.languages import tag_line
 from codegeex2_lsp.completion.pipeline import (
@@ -35,7 +36,7 @@ from codegeex2_lsp.completion.scheduler import Scheduler
 from codegeex2_lsp.lsp.text import LspText
 from codegeex2_lsp.settings.fields import Settings
 from codegeex2_lsp.testing import TINY_CORPUS
-from tests.lsp_support import open_document, running_server, status, wait_for_status
+from tests.lsp_support import open_document, running_server, wait_for_status
 from tests.support import local_flags
 
 CHUNK = 16
@@ -301,24 +302,36 @@ def test_chunk_boundaries_give_the_same_logits_and_tokens(
 async def test_opening_a_document_prefills_it_unless_the_gate_refuses(
     tiny_model_dir: Path,
 ) -> None:
+    tokenizer = read_tokenizer(tiny_model_dir)
+    other_text = TINY_CORPUS[1000:1600]
+
+    def ahead(text: str, uri: str) -> int:
+        request = prepare_prefill(
+            text,
+            settings=Settings(),
+            cache=LineTokenCache(tokenizer.encode),
+            language_id="python",
+            uri=uri,
+        )
+        assert request is not None
+        return len(tokenizer.prefix_ids) + len(request.prompt.ids)
+
+    def prefilled(current: dict[str, Any]) -> int:
+        return int(current.get("prefix_cache", {}).get("prefilled_ahead", 0))
+
     options: dict[str, Any] = {"disabledLanguages": ["markdown"]}
     async with running_server(
         *local_flags(tiny_model_dir), initialization_options=options
     ) as client:
         open_document(client, URI, TEXT)
         # Opened while the model loads: prefilled once it is ready.
-        first = await wait_for_status(
-            client, lambda s: s.get("prefix_cache", {}).get("prefilled_ahead", 0) > 0, "prefilled"
-        )
+        first = ahead(TEXT, URI)
+        await wait_for_status(client, lambda s: prefilled(s) >= first, "prefilled")
         open_document(client, "file:///project/notes.md", TEXT, language_id="markdown")
-        open_document(client, OTHER, TINY_CORPUS[1000:1600])
-        done = await wait_for_status(
-            client,
-            lambda s: (
-                s["prefix_cache"]["prefilled_ahead"] > first["prefix_cache"]["prefilled_ahead"]
-            ),
-            "the other document prefilled",
-        )
+        open_document(client, OTHER, other_text)
+        # Background work runs in order: the refused document would have come first.
+        both = first + ahead(other_text, OTHER)
+        done = await wait_for_status(client, lambda s: prefilled(s) >= both, "both prefilled")
+        assert prefilled(done) == both
         assert done["prefix_cache"]["documents"] == 2
-        current = await status(client)
-        assert current["tokens"]["generations"] == 0
+        assert done["tokens"]["generations"] == 0
