@@ -13,6 +13,11 @@ after every keystroke, and prints one JSON line per scenario:
   work the whole burst cost, in tokens and seconds, against one completion's.
 - ``typing-long-file``: the same typing at the end of a file longer than the prompt budget
   (``--long-file-tokens``): a whole short method is typed, so the window's start moves down.
+- ``first-suggestion``: from the server's start to ready, then from opening a file of about
+  2,000 tokens (ending inside a line) to its first suggestion there: asked at once
+  (``idle`` false: the request supersedes the background prefill that opening starts), and
+  asked once that prefill has finished (``idle`` true: the user read the file first), in
+  alternating order over ``--first-rounds`` rounds, each in a fresh server.
 
 Each scenario runs with prefix reuse on (the default budget) and off (``prefixCacheMb`` 0),
 the baseline, in the same run. Models: the tiny test checkpoint and a mid-size one written
@@ -45,7 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codegeex2_lsp.backends.tokenizer import ChatGLM2Tokenizer
 from codegeex2_lsp.testing import codegeex2_6b_shape, write_tiny_model
-from tests.lsp_support import inline, open_document, running_server, status, wait_for_state
+from tests.lsp_support import (
+    inline,
+    open_document,
+    running_server,
+    status,
+    wait_for_state,
+    wait_for_status,
+)
 
 URI = "file:///bench/queue.py"
 SOURCE_FILE = Path(queue.__file__)
@@ -309,6 +321,55 @@ async def run_model(name: str, model: Path, args: argparse.Namespace) -> None:
                 emit(scenario="burst", **common, debounce_ms=debounce, **result, load=load())
     if args.long_file_tokens:
         await long_file(name, model, tokenizer, base, args)
+    for round_ in range(args.first_rounds):
+        for idle in (False, True) if round_ % 2 == 0 else (True, False):
+            await first_suggestion(name, model, tokenizer, base, idle=idle)
+
+
+async def first_suggestion(
+    name: str, model: Path, tokenizer: ChatGLM2Tokenizer, base: list[str], *, idle: bool
+) -> None:
+    """A freshly opened file's first suggestion, at the end of its last (unfinished) line."""
+    source = source_of_tokens(tokenizer, FILE_TOKENS) + TYPED_LINE[:12]
+    line, column = source.count("\n"), len(source) - (source.rfind("\n") + 1)
+    started = time.perf_counter()
+    async with running_server(*base, "--prefix-cache-mb", "256", "--debounce-ms", "0") as client:
+        ready = await wait_for_state(client, "ready")
+        ready_s = time.perf_counter() - started
+        before = await status(client)
+        opened = time.perf_counter()
+        open_document(client, URI, source)
+        if idle:
+            ahead = before["prefix_cache"]["prefilled_ahead"]
+            await wait_for_status(
+                client,
+                lambda current: (
+                    current["prefix_cache"]["prefilled_ahead"] > ahead
+                    and current["requests"]["completed"] > before["requests"]["completed"]
+                ),
+                "the opened file prefilled",
+            )
+        asked = time.perf_counter()
+        texts = await inline(client, URI, line, column, invoked=False)
+        answered = time.perf_counter()
+        after = await status(client)
+    emit(
+        scenario="first-suggestion",
+        model=name,
+        description=ready["description"].replace(str(model), name),
+        idle=idle,
+        file_tokens=len(tokenizer.encode(source)),
+        start_to_ready_s=round(ready_s, 2),
+        idle_s=round(asked - opened, 2),
+        request_ms=round(1000 * (answered - asked), 1),
+        open_to_suggestion_s=round(answered - opened, 2),
+        prefilled_ahead=after["prefix_cache"]["prefilled_ahead"]
+        - before["prefix_cache"]["prefilled_ahead"],
+        **delta(work(after), work(before)),
+        answered=bool(texts and texts[0]),
+        machine=machine(),
+        load=load(),
+    )
 
 
 async def long_file(
@@ -362,6 +423,12 @@ def main() -> None:
         type=int,
         default=3000,
         help="also type at the end of a file this long, beyond the budget (0: skip)",
+    )
+    parser.add_argument(
+        "--first-rounds",
+        type=int,
+        default=2,
+        help="rounds of the first-suggestion scenario, cold and after idle time (0: skip)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--burst-interval-ms", type=float, default=30.0)

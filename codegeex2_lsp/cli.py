@@ -40,8 +40,21 @@ Run `codegeex2-lsp COMMAND --help` for a command's options.
 """
 
 
+OPENMP_SPIN_COUNT = "10000"
+"""How long torch's OpenMP threads (and the INT4 CPU kernel's) spin for work before they sleep:
+some microseconds, against libgomp's default of 300,000 spins. On cores shared with other work a
+thread spinning for a descheduled sibling takes the time slice the sibling needs, and decode
+fell several times beside busy-looping processes; a short spin still bridges the gap between
+two operations on an idle machine, where sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) cost up
+to a third of the decode time (benchmarks/bench_contention.py)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of ``python -m codegeex2_lsp``."""
+    # OpenMP reads it once, when torch is first imported (never before this point). A wait
+    # policy or spin count of the user's own wins: a policy is a spin count in libgomp.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "complete":
         return complete_command(args[1:])

@@ -114,7 +114,12 @@ def test_prompt_budget_leaves_room_for_prefix_tokens_and_generation() -> None:
 
 def test_load_spec_holds_what_a_load_depends_on() -> None:
     settings = Settings(
-        model="/models/cg2", device="cuda:1", dtype="float16", quantize="int4", num_gpus=2
+        model="/models/cg2",
+        device="cuda:1",
+        dtype="float16",
+        quantize="int4",
+        kernels="exact",
+        num_gpus=2,
     )
     defaults = Settings()
     assert settings.load_spec() == LoadSpec(
@@ -122,6 +127,7 @@ def test_load_spec_holds_what_a_load_depends_on() -> None:
         device="cuda:1",
         dtype="float16",
         quantize="int4",
+        kernels="exact",
         num_gpus=2,
         backend="local",
         server_url=defaults.server_url,
@@ -135,6 +141,7 @@ def test_load_spec_changes_only_with_load_settings() -> None:
     assert Settings().load_spec() == Settings(temperature=1.0, candidates=1).load_spec()
     assert Settings().load_spec() != Settings(dtype="float32").load_spec()
     assert Settings().load_spec() != Settings(quantize="int4").load_spec()
+    assert Settings().load_spec() != Settings(kernels="exact").load_spec()
     assert Settings().load_spec() != Settings(num_gpus=2).load_spec()
 
 
@@ -201,7 +208,7 @@ def test_load_spec_fields_are_settings() -> None:
 def test_choice_settings_offer_exactly_their_types_values() -> None:
     hints = typing.get_type_hints(Settings)
     choices = {spec.field: spec.choices for spec in SETTINGS if spec.choices}
-    assert set(choices) == {"dtype", "quantize", "multiline", "compile", "backend"}
+    assert set(choices) == {"dtype", "quantize", "kernels", "multiline", "compile", "backend"}
     for field, allowed in choices.items():
         assert allowed == typing.get_args(hints[field])
         for value in allowed:

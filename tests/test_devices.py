@@ -116,6 +116,29 @@ def test_cpu_dtype_follows_the_kernels_and_memory(
     assert why in placement.describe()
 
 
+@pytest.mark.parametrize(
+    ("hardware", "device", "quantize", "dtype", "kernel"),
+    [
+        (CPU_ONLY, "cpu", "int4", "auto", "dequant"),
+        (CPU_ONLY, "cpu", "int8", "auto", "dequant"),
+        (AMPERE, "cuda", "int4", "auto", "dequant"),
+        (CPU_ONLY, "cpu", "int4", "bfloat16", "dequant"),
+        (CPU_ONLY, "cpu", "none", "auto", None),
+    ],
+)
+def test_exact_kernels_force_plain_torch_in_float32_unless_told(
+    hardware: Hardware, device: str, quantize: str, dtype: str, kernel: str | None
+) -> None:
+    placement = resolve(device, dtype, hardware, quantize=quantize, kernels="exact")
+    assert placement.kernel == kernel
+    if kernel is not None and dtype == "auto":
+        assert placement.dtype == torch.float32
+        assert "exact kernels" in placement.reason
+    if dtype != "auto":
+        assert f"dtype {dtype} as configured" in placement.reason
+    assert resolve(device, dtype, hardware, quantize=quantize).kernel is None
+
+
 def test_num_gpus_picks_consecutive_gpus() -> None:
     placement = resolve("cuda:1", "auto", FOUR_AMPERES, num_gpus=3)
     assert placement.devices == tuple(torch.device("cuda", i) for i in (1, 2, 3))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,5 +109,38 @@ def test_not_downloaded_hub_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_command_exit_status(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--model", str(tiny_model_dir), "--device", "cpu"]) == 0
     assert "resolves to: cpu" in capsys.readouterr().out
+    exact = ["--device", "cpu", "--quantize", "int4", "--kernels", "exact"]
+    assert main(["doctor", "--model", str(tiny_model_dir), *exact]) == 0
+    out = capsys.readouterr().out
+    assert "kernels=exact" in out and "INT4 kernel: dequant (kernels exact" in out
+    assert "int4 weights, float32" in out
     assert main(["doctor", "--model", str(tiny_model_dir), "--num-gpus", "2"]) == 1
     assert "problem: numGpus 2 needs CUDA GPUs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ({}, "OMP_WAIT_POLICY=unset, GOMP_SPINCOUNT=10000)"),
+        ({"GOMP_SPINCOUNT": "0"}, "OMP_WAIT_POLICY=unset, GOMP_SPINCOUNT=0)"),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=unset)"),
+    ],
+)
+def test_openmp_threads_spin_briefly_unless_the_user_says(
+    tiny_model_dir: Path, given: dict[str, str], shown: str
+) -> None:
+    """Set by the entry point before torch starts, so the whole process runs with it."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "codegeex2_lsp", "doctor", "--model", str(tiny_model_dir)],
+        env={**environment, **given},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert shown in run.stdout

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
 
-from codegeex2_lsp.backends.local.loader import load_model
+from codegeex2_lsp.backends.local.loader import load_local, load_model
 from codegeex2_lsp.backends.local.quantize import (
     QuantLinear,
     dequantize,
@@ -21,6 +22,7 @@ from codegeex2_lsp.backends.local.quantize import (
     select_kernel,
     unpack_int4,
 )
+from codegeex2_lsp.settings.fields import Quantize, Settings
 from codegeex2_lsp.testing import write_tiny_model
 
 CPU = torch.device("cpu")
@@ -178,3 +180,27 @@ def test_cpu_int4_packs_in_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     whole = make_kernel(q, scale, torch.bfloat16, 4, "int4pack")(x)
     monkeypatch.setattr("codegeex2_lsp.backends.local.quantize._TORCH_PACK_ROWS", 64)
     assert torch.equal(make_kernel(q, scale, torch.bfloat16, 4, "int4pack")(x), whole)
+
+
+@pytest.mark.parametrize("quantize", ["int4", "int8"])
+def test_exact_kernels_load_plain_torch_in_float32_as_a_dequant_load(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize: str
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    spec = Settings(
+        model=str(tiny_model_dir), device="cpu", quantize=cast(Quantize, quantize), kernels="exact"
+    ).load_spec()
+    reference = load_model(
+        tiny_model_dir, device=CPU, dtype=torch.float32, quantize=quantize, kernel="dequant"
+    )
+    # The first load keeps the layout, the second maps it: both are the exact path.
+    for _ in range(2):
+        local, description = load_local(spec)
+        kernels = {
+            getattr(m.kernel, "name", None)
+            for m in local.model.modules()
+            if isinstance(m, QuantLinear)
+        }
+        assert kernels == {"dequant"}
+        assert f"{quantize} weights, float32" in description
+        assert torch.equal(_logits(local.model), _logits(reference))

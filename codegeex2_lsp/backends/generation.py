@@ -226,6 +226,31 @@ class ChoosesDecode(Protocol):
 
 
 @runtime_checkable
+class Prefills(Protocol):
+    """A model that can run a prompt into its kept KV cache before any request asks for it.
+
+    Only the local backend has one: a server's prefix cache is its own business, and a
+    prompt sent ahead would cost the server a generation. The engine runs it at the lowest
+    priority, so any request pre-empts it; for the other backends a prefill is no work.
+    """
+
+    def prefill(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        cancelled: Callable[[], bool],
+        cache_key: str,
+        cache_bytes: int,
+    ) -> int:
+        """Keep ``prompt_ids``'s KV under ``cache_key``; the tokens run, 0 if already kept.
+
+        Raises :class:`Cancelled` between chunks once ``cancelled()``; the chunks finished
+        until then stay kept, for whichever request shares their prefix.
+        """
+        ...
+
+
+@runtime_checkable
 class Closes(Protocol):
     """A model holding connections or threads to release when it is replaced."""
 

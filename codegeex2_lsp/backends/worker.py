@@ -3,8 +3,11 @@
 Callers never touch the model. They submit work under a key (the document) and get a
 future; a newer submission under the same key supersedes the older one, which is dropped
 unstarted or stopped at its next token. Work is taken in turn between owners (the editors
-sharing one model server), so a busy editor cannot starve a quiet one. Loading runs on the
-same thread, so a reload can never race a generation.
+sharing one model server), so a busy editor cannot starve a quiet one. Background work (a
+prefill ahead of a request) runs only when no other work waits, and any other work pre-empts
+it: it stops at its next check and waits in the queue to go on, or is dropped when the work
+that pre-empted it is for the same document and so supersedes it. Loading runs on the same
+thread, so a reload can never race a generation.
 """
 
 from __future__ import annotations
@@ -56,12 +59,18 @@ class Ticket(Generic[T]):
     key: str
     work: Work[T]
     owner: str = ""
+    background: bool = False
     future: concurrent.futures.Future[T] = field(default_factory=concurrent.futures.Future)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    preempt_event: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
         """Stop the work at its next check, or drop it if it has not started."""
         self.cancel_event.set()
+
+    def stopped(self) -> bool:
+        """The work's ``cancelled()`` probe: cancelled, or pre-empted by other work."""
+        return self.cancel_event.is_set() or self.preempt_event.is_set()
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Counters:
     completed: int = 0
     cancelled: int = 0
     dropped: int = 0
+    preempted: int = 0
 
 
 class Engine:
@@ -135,16 +145,32 @@ class Engine:
         if isinstance(model, ChoosesDecode):
             model.choose_decode(setting, context_tokens, progress)
 
-    def submit(self, key: str, work: Work[T], *, owner: str = "") -> Ticket[T]:
-        """Queue ``work`` for the document ``key``, superseding earlier work for it."""
-        ticket: Ticket[T] = Ticket(key, work, owner)
+    def submit(
+        self, key: str, work: Work[T], *, owner: str = "", background: bool = False
+    ) -> Ticket[T]:
+        """Queue ``work`` for the document ``key``, superseding earlier work for it.
+
+        ``background`` work runs only when nothing else waits. It never supersedes the
+        document's other work: while that waits or runs, background work for the document is
+        dropped at once, since the other work runs what it needs itself.
+        """
+        ticket: Ticket[T] = Ticket(key, work, owner, background)
         with self._lock:
+            running = self._running
+            if background and any(
+                not t.background and t.key == key for t in (*self._queue, running) if t
+            ):
+                self.counters.dropped += 1
+                _drop(ticket)
+                return ticket
             for older in [t for t in self._queue if t.key == key]:
                 self._queue.remove(older)
                 self.counters.dropped += 1
                 _drop(older)
-            if self._running is not None and self._running.key == key:
-                self._running.cancel()
+            if running is not None and running.key == key:
+                running.cancel()
+            elif running is not None and running.background and not background:
+                running.preempt_event.set()
             self._queue.append(ticket)
             self._lock.notify()
         return ticket
@@ -197,8 +223,12 @@ class Engine:
         return wait
 
     def _next(self) -> Ticket[Any]:
-        """The oldest queued work of the owner whose turn came longest ago."""
-        ticket = min(self._queue, key=lambda queued: self._last_turn.get(queued.owner, -1))
+        """The oldest queued work of the owner whose turn came longest ago; background work
+        (oldest first) only when no other work waits, and without taking a turn."""
+        foreground = [queued for queued in self._queue if not queued.background]
+        if not foreground:
+            return self._queue.popleft()
+        ticket = min(foreground, key=lambda queued: self._last_turn.get(queued.owner, -1))
         self._queue.remove(ticket)
         self._turns += 1
         self._last_turn[ticket.owner] = self._turns
@@ -207,7 +237,9 @@ class Engine:
     def _run(self, ticket: Ticket[Any]) -> None:
         # Running, the future can no longer be cancelled by its waiter (asyncio's wrap_future
         # cancels it when the handler is cancelled), so the results below always land.
-        if not ticket.future.set_running_or_notify_cancel() or ticket.cancel_event.is_set():
+        # A pre-empted ticket going on has a running future already.
+        started = ticket.future.running() or ticket.future.set_running_or_notify_cancel()
+        if not started or ticket.cancel_event.is_set():
             self.counters.dropped += 1
             _drop(ticket)
             with self._lock:
@@ -218,10 +250,11 @@ class Engine:
                 raise LoadError(
                     "the model is not loaded", "wait for it to load, or fix the model setting"
                 )
-            result = ticket.work(self._model, ticket.cancel_event.is_set)
+            result = ticket.work(self._model, ticket.stopped)
         except Cancelled as stop:
-            self.counters.cancelled += 1
-            ticket.future.set_exception(stop)
+            if not self._requeue(ticket):
+                self.counters.cancelled += 1
+                ticket.future.set_exception(stop)
         except LoadError as failure:
             # A backend that cannot be reached: its own log line says so, the server tells
             # the user once; a traceback per keystroke would drown the log.
@@ -235,6 +268,17 @@ class Engine:
         finally:
             with self._lock:
                 self._running = None
+
+    def _requeue(self, ticket: Ticket[Any]) -> bool:
+        """Put pre-empted background work back first in line to go on; False for work that
+        was cancelled (or superseded, or the engine closed) instead."""
+        with self._lock:
+            if ticket.cancel_event.is_set() or not ticket.preempt_event.is_set() or self._closed:
+                return False
+            ticket.preempt_event.clear()
+            self.counters.preempted += 1
+            self._queue.appendleft(ticket)
+            return True
 
     def _load(self, spec: LoadSpec, listener: LoadListener) -> None:
         started = time.perf_counter()

@@ -14,9 +14,21 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from codegeex2_lsp.backends.generation import CompletionModel, Generation, SamplingParams
+from codegeex2_lsp.backends.generation import (
+    CompletionModel,
+    Generation,
+    Prefills,
+    SamplingParams,
+)
 from codegeex2_lsp.completion.languages import canonical_language_id, tag_line
-from codegeex2_lsp.completion.prompt import NO_CONTEXT, Context, LineTokenCache, Prompt, prompt_at
+from codegeex2_lsp.completion.prompt import (
+    NO_CONTEXT,
+    Context,
+    LineTokenCache,
+    Prompt,
+    first_window_end,
+    prompt_at,
+)
 from codegeex2_lsp.lsp.text import LspText, PositionEncoding
 from codegeex2_lsp.postprocess import (
     PostContext,
@@ -138,6 +150,67 @@ def prepare(
     )
 
 
+@dataclass(frozen=True)
+class PrefillRequest:
+    """A document's prompt to run into the model's kept cache before any request asks."""
+
+    prompt: Prompt
+    cache_key: str
+    cache_bytes: int
+
+
+def prepare_prefill(
+    text: str | LspText,
+    *,
+    settings: Settings,
+    cache: LineTokenCache,
+    language_id: str | None,
+    uri: str | None = None,
+    context: ContextSource | None = None,
+) -> PrefillRequest | None:
+    """The prompt a request would build at the end of the document's first window.
+
+    Where the user will ask is unknown; a request anywhere in the first window shares this
+    prompt's tokens above its cursor (see :func:`first_window_end`), and the prompt is built
+    by the same function as a request's, so those tokens are the same ids. None where there
+    is nothing to keep: no cache to keep it in, or not even the first line fits. With
+    ``context``, the snippet block is the one a request at that place gets; a later request
+    shares the whole prefill only while its block is the same (see ``context.select``).
+    """
+    if settings.prefix_cache_mb <= 0:
+        return None
+    document = text if isinstance(text, LspText) else LspText(text)
+    canonical = canonical_language_id(language_id, uri)
+    tag = tag_line(canonical)
+    budget = settings.prompt_budget()
+    end = first_window_end(document, tag_line=tag, cache=cache, budget=budget)
+    block = NO_CONTEXT
+    if context is not None:
+        room = context_budget(settings, budget, tag, cache)
+        if room > 0:
+            block = context(document, end, canonical, room)
+            end = first_window_end(
+                document, tag_line=tag, cache=cache, budget=budget, context=block
+            )
+    if end == 0:
+        return None
+    prompt = prompt_at(document, end, tag_line=tag, cache=cache, budget=budget, context=block)
+    return PrefillRequest(prompt, uri or "", settings.prefix_cache_mb * 2**20)
+
+
+def prefill(request: PrefillRequest, model: CompletionModel, cancelled: Callable[[], bool]) -> int:
+    """Run ``request``'s prompt into the model's kept cache, on the engine's thread; the
+    tokens run. A backend that keeps no cache of its own (see :class:`Prefills`) runs none."""
+    if not isinstance(model, Prefills):
+        return 0
+    return model.prefill(
+        _prompt_ids(request, model),
+        cancelled=cancelled,
+        cache_key=request.cache_key,
+        cache_bytes=request.cache_bytes,
+    )
+
+
 def _grid_below(position: int, step: int) -> int:
     """The multiple of ``step`` at or below ``position``."""
     return position // step * step
@@ -202,7 +275,7 @@ def generate_raw(
     )
 
 
-def _prompt_ids(request: CompletionRequest, model: CompletionModel) -> list[int]:
+def _prompt_ids(request: CompletionRequest | PrefillRequest, model: CompletionModel) -> list[int]:
     return model.tokenizer.with_prefix(request.prompt.ids)
 
 

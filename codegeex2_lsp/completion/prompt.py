@@ -306,6 +306,42 @@ def prompt_at(
         chars *= PROMPT_WINDOW_GROWTH
 
 
+def first_window_end(
+    text: LspText,
+    *,
+    tag_line: str | None,
+    cache: LineTokenCache,
+    budget: int,
+    context: Context = NO_CONTEXT,
+) -> int:
+    """Where the document's first window ends: after the last whole line from the top whose
+    tokens, with the tag line's, fit in ``budget``; the document's end when all of it fits.
+
+    A request anywhere in this window builds its prompt from the document's first line, so
+    the prompt of a cursor here shares with it everything above that cursor: the prompt a
+    later request at an unknown place shares the most with. Lines are read from the top
+    only until the budget is spent. ``context`` is the snippet block the prompt will hold.
+    """
+    _, head_ids = _head(tag_line, cache, budget, context)
+    remaining = budget - len(head_ids)
+    chars = max(1, budget) * PROMPT_CHARS_PER_TOKEN
+    while True:
+        window = printable(text.slice(0, chars))
+        whole = len(window) >= len(text)
+        used = start = 0
+        while start < len(window):
+            end = window.find("\n", start) + 1 or len(window)
+            if end == len(window) and not whole and not window.endswith("\n"):
+                break
+            used += len(cache.encode_line(window[start:end]))
+            if used > remaining:
+                return start
+            start = end
+        if whole:
+            return len(text)
+        chars *= PROMPT_WINDOW_GROWTH
+
+
 def prefix_window(
     text: LspText, offset: int, chars: int, *, step_lines: int, grid: int
 ) -> tuple[str, int]:

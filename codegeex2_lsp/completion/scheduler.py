@@ -7,7 +7,9 @@ supersedes older work, :meth:`Engine.submit`), so this module never second-guess
 only stops work early, through the work's ticket, when no request can use its answer. An automatic
 request waits ``debounceMs`` first, longer in a burst of typing. When the user types (or
 deletes) along a suggestion already shown, the rest of it is answered at once, without the
-model. Identical requests share one piece of model work.
+model. Identical requests share one piece of model work. A document's prompt can be
+prefilled before any request (:meth:`Scheduler.prefill`), as the engine's background work,
+which any request pre-empts.
 
 It knows neither LSP nor any backend: it hands work to the engine and awaits it. Time comes
 from a :class:`Clock`, so tests can drive it step by step.
@@ -23,9 +25,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from codegeex2_lsp.backends.generation import Cancelled
+from codegeex2_lsp.backends.generation import Cancelled, Prefills
 from codegeex2_lsp.backends.worker import Engine, Ticket
-from codegeex2_lsp.completion.pipeline import CompletionRequest, Suggestion, generate
+from codegeex2_lsp.completion.pipeline import (
+    CompletionRequest,
+    PrefillRequest,
+    Suggestion,
+    generate,
+    prefill,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +281,21 @@ class Scheduler:
         ticket = self.engine.submit(key, partial(generate, request))
         state.flight = _Flight(request, ticket)
         return state.flight
+
+    def prefill(self, key: str, prepare: Callable[[], PrefillRequest | None]) -> Ticket[int] | None:
+        """Prefill document ``key``'s prompt ``prepare`` builds, in the background.
+
+        Only a model that keeps a cache of its own prefills (the prompt is not even built
+        for the others). The engine runs it when no request waits and stops it for any
+        request; a request for the document supersedes it, and closing the document
+        cancels it. None where nothing is prefilled.
+        """
+        if not isinstance(self.engine.model, Prefills):
+            return None
+        request = prepare()
+        if request is None:
+            return None
+        return self.engine.submit(key, partial(prefill, request), background=True)
 
     def waiting(self, key: str) -> int:
         """How many requests for document ``key`` wait for its model work now."""

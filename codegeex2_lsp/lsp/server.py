@@ -26,7 +26,13 @@ from codegeex2_lsp.backends.worker import Engine, LoadListener
 from codegeex2_lsp.completion.acceptance import Acceptance, StatsStore
 from codegeex2_lsp.completion.gate import Gate, is_excluded
 from codegeex2_lsp.completion.languages import canonical_language_id, tag_line
-from codegeex2_lsp.completion.pipeline import CompletionRequest, ContextSource, prepare
+from codegeex2_lsp.completion.pipeline import (
+    CompletionRequest,
+    ContextSource,
+    PrefillRequest,
+    prepare,
+    prepare_prefill,
+)
 from codegeex2_lsp.completion.prompt import Context, LineTokenCache
 from codegeex2_lsp.completion.scheduler import Scheduler
 from codegeex2_lsp.context.index import Workspace
@@ -333,6 +339,9 @@ class CodeGeeX2Server(SafeLanguageServer):
         if token == self._progress_token:
             self._end_progress(f"Ready: {description}")
         self.outage_over()
+        # The editor opened its documents while the model loaded.
+        for uri in [document.uri for document in self.documents.all()]:
+            self.prefill(uri)
 
     def _on_failed(self, token: str | None, spec: LoadSpec, message: str, hint: str) -> None:
         if token == self._progress_token:
@@ -427,6 +436,36 @@ class CodeGeeX2Server(SafeLanguageServer):
         if self.scheduler.served.by_model > answered:
             self.outage_over()
         return texts
+
+    def prefill(self, uri: str) -> None:
+        """Prefill a document just opened, while the user reads it, for the first request.
+
+        LSP tells no cursor moves or focus; opening is the one sign of a document about to
+        be used. Where the cursor then rests, the editor asks for a suggestion, and that
+        request's own prefill is kept for the next one. What the gate refuses is never read.
+        """
+        document = self.documents.get(uri)
+        if document is None:
+            return
+        if self.gate.refusal(self.settings, uri, document.language_id or "", self.folders()):
+            return
+        cache = self.line_cache()
+        if cache is None:
+            return
+        settings = self.request_settings()
+        context = self.context_source(uri, cache)
+
+        def request() -> PrefillRequest | None:
+            return prepare_prefill(
+                document.text,
+                settings=settings,
+                cache=cache,
+                language_id=document.language_id,
+                uri=uri,
+                context=context,
+            )
+
+        self.scheduler.prefill(uri, request)
 
     def folders(self) -> list[str]:
         """The workspace folders' URIs, where ``exclude`` patterns are relative to."""
@@ -617,8 +656,10 @@ def create_server(settings: Settings | None = None) -> CodeGeeX2Server:
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: CodeGeeX2Server, params: types.DidOpenTextDocumentParams) -> None:
-        """The index reads an open document from the editor, not from disk."""
+        """The index reads an open document from the editor, not from disk; its first window
+        is prefilled in the background."""
         ls.document_changed(params.text_document.uri, None)
+        ls.prefill(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: CodeGeeX2Server, params: types.DidChangeTextDocumentParams) -> None:

@@ -18,6 +18,7 @@ SECTION = "codegeex2"
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantize = Literal["auto", "none", "int8", "int4"]
+Kernels = Literal["fast", "exact"]
 Multiline = Literal["auto", "always", "never"]
 Compile = Literal["auto", "on", "off"]
 Backend = Literal["local", "openai", "shared"]
@@ -66,7 +67,7 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
 )
 """Files that commonly hold keys, passwords or tokens: never read, never sent."""
 
-LOCAL_ONLY = ("device", "dtype", "quantize", "num_gpus")
+LOCAL_ONLY = ("device", "dtype", "quantize", "kernels", "num_gpus")
 """LoadSpec fields only the in-process model uses."""
 
 SERVER_ONLY = ("server_url", "served_model", "request_timeout_ms")
@@ -110,6 +111,7 @@ class LoadSpec:
     device: str
     dtype: Dtype
     quantize: Quantize
+    kernels: Kernels
     num_gpus: int
     backend: Backend
     server_url: str
@@ -126,6 +128,7 @@ class Settings:
     device: str = "auto"
     dtype: Dtype = "auto"
     quantize: Quantize = "auto"
+    kernels: Kernels = "fast"
     num_gpus: int = 1
     max_context_tokens: int = 2048
     context_tokens: int = 512
@@ -295,6 +298,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Weight-only quantization: auto picks int8 for large models on CPU and keeps full "
         "precision on GPUs when it fits; int8 and int4 halve and quarter the weights' memory.",
         Quantize,
+    ),
+    _choice(
+        "kernels",
+        "kernels",
+        "Quantized weights' kernels: fast (the fastest that works here) or exact (integers "
+        "times scales in plain torch, in float32 with dtype auto, as upstream computes).",
+        Kernels,
     ),
     _integer(
         "numGpus",

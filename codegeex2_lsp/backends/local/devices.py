@@ -81,10 +81,20 @@ class Placement:
     reason: str
     quantize: str = "none"
     devices: tuple[torch.device, ...] = ()
+    kernels: str = "fast"
 
     @property
     def bits(self) -> int:
         return bits_of(self.quantize)
+
+    @property
+    def kernel(self) -> str | None:
+        """The quantized weights' kernel ``kernels`` forces; None lets the fastest be picked.
+
+        ``exact`` is plain torch's integers times scales (``dequant``), as upstream computes,
+        with no activation quantized on the way.
+        """
+        return "dequant" if self.kernels == "exact" and self.bits else None
 
     def describe(self) -> str:
         """One line for logs and ``doctor``."""
@@ -109,6 +119,7 @@ def resolve(
     num_gpus: int = 1,
     parameters: int = 0,
     fits: Fits = lambda device, dtype, quantize: True,
+    kernels: str = "fast",
 ) -> Placement:
     """Apply the ``auto`` rules.
 
@@ -119,6 +130,7 @@ def resolve(
     cache of float32, and torch's INT4 kernel, used where this project's cannot be built, takes
     only bfloat16), and without quantization bfloat16 where the CPU has native bf16, else
     float32, which on AVX2 runs bf16 matmuls several times faster, unless float32 does not fit.
+    ``exact`` kernels for quantized weights compute in float32 on every device, as upstream.
 
     ``auto`` quantize keeps full precision on GPUs and falls back to INT8, then INT4 when it
     does not fit; on CPU it picks INT8 for models of a billion parameters or more, whose
@@ -133,12 +145,14 @@ def resolve(
         reasons.append(why)
     if dtype != "auto":
         chosen_dtype, why = _DTYPES[dtype], f"dtype {dtype} as configured"
+    elif kernels == "exact" and bits_of(quantize):
+        chosen_dtype, why = torch.float32, "float32: the exact kernels compute as upstream"
     elif gpu_dtype is not None:
         chosen_dtype, why = gpu_dtype
     else:
         chosen_dtype, why = _cpu_dtype(quantize, hardware, fits)
     reasons.insert(0, why)
-    return Placement(chosen, chosen_dtype, "; ".join(reasons), quantize, devices)
+    return Placement(chosen, chosen_dtype, "; ".join(reasons), quantize, devices, kernels)
 
 
 def _gpu_dtype(chosen: torch.device, hardware: Hardware) -> tuple[torch.dtype, str]:

@@ -56,7 +56,9 @@ def diagnose(
     features = ", ".join(sorted(hardware.cpu_features)) or "none of AVX2/AVX-512/AMX/NEON"
     ram = available_ram()
     out.lines.append(
-        f"  CPU: {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {features}; "
+        f"  CPU: {os.cpu_count()} cores ({torch.get_num_threads()} torch threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}), {features}; "
         f"{gb(ram) if ram is not None else 'unknown'} RAM free"
     )
     chatglm, where = (find_config or find_model_config)(settings.model)
@@ -72,12 +74,12 @@ def diagnose(
     placement = plan.placement
     settings_line = (
         f"device={settings.device} dtype={settings.dtype} quantize={settings.quantize} "
-        f"numGpus={settings.num_gpus}"
+        f"kernels={settings.kernels} numGpus={settings.num_gpus}"
     )
     out.lines.append(f"settings: {settings_line}")
     out.lines.append(f"resolves to: {placement.describe()}")
     if placement.bits:
-        kernel = select_kernel(
+        kernel = placement.kernel or select_kernel(
             placement.device, placement.dtype, placement.bits, per_row=placement.bits == 8
         )
         out.lines.append(f"  INT{placement.bits} kernel: {kernel}{_kernel_note(kernel, placement)}")
@@ -97,6 +99,8 @@ def diagnose(
 def _kernel_note(kernel: str, placement: Placement) -> str:
     """Where this project's INT4 CPU kernel runs, what it was built for; where it cannot be
     built, what would change that."""
+    if placement.kernel is not None:
+        return " (kernels exact: integers times scales in plain torch, as upstream computes)"
     library = int4_cpu.fast_library() if kernel == "int4cpu" else None
     if library is not None:
         return f" (built here for {library.isa})"

@@ -108,6 +108,8 @@ class LocalModel:
         self._across_keys = False
         self._static: StaticDecoder | None = None
         self.totals = Totals()
+        self.background_prefilled = 0
+        """Prompt tokens run ahead of requests (:meth:`prefill`), also counted in ``totals``."""
         self.speculation = DraftTotals()
         self.draft_tokens = CPU_DRAFT_TOKENS if self.device.type == "cpu" else DRAFT_TOKENS
 
@@ -153,7 +155,11 @@ class LocalModel:
         return {
             "decode": self.decode,
             "speculation": asdict(self.speculation),
-            "prefix_cache": {"documents": len(self.prefixes), "bytes": self.prefixes.nbytes},
+            "prefix_cache": {
+                "documents": len(self.prefixes),
+                "bytes": self.prefixes.nbytes,
+                "prefilled_ahead": self.background_prefilled,
+            },
         }
 
     @torch.inference_mode()
@@ -228,6 +234,37 @@ class LocalModel:
                 self.prefixes.put(cache_key, entry, cache_bytes)
             self.totals.seconds += time.perf_counter() - started
 
+    @torch.inference_mode()
+    def prefill(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+        cache_key: str = "",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> int:
+        """Keep the KV of ``prompt_ids`` under ``cache_key`` for a request yet to come.
+
+        The same chunks a request's prefill runs, so a request pre-empting it between two
+        chunks finds the finished ones kept; cancellation stops it as it stops a request.
+        Returns the tokens run (0 when the kept cache already holds the prompt).
+        """
+        if not prompt_ids or cache_bytes <= 0:
+            return 0
+        started = time.perf_counter()
+        entry = self.prefixes.take(cache_key, prompt_ids, across_keys=self._across_keys)
+        result = Generation(prompt_tokens=len(prompt_ids))
+        try:
+            self._prefill(entry, list(prompt_ids), result, cancelled, logits=False)
+        finally:
+            if entry.cache is not None:
+                self.prefixes.put(cache_key, entry, cache_bytes)
+            self.background_prefilled += result.prefilled_tokens
+            self.totals.seconds += time.perf_counter() - started
+        if self.device.type == "cpu" and result.prefilled_tokens >= PREFILL_CHUNK:
+            return_freed_memory()
+        return result.prefilled_tokens
+
     def _generate(
         self,
         entry: CacheEntry,
@@ -240,6 +277,7 @@ class LocalModel:
         result = Generation(prompt_tokens=len(prompt_ids))
         started = time.perf_counter()
         logits = self._prefill(entry, prompt_ids, result, cancelled)
+        assert logits is not None
         result.prefill_seconds = time.perf_counter() - started
         if self.device.type == "cpu" and result.prefilled_tokens >= PREFILL_CHUNK:
             # A long prefill's activations are freed but would stay in the heap (0.3-0.5 GB
@@ -298,10 +336,22 @@ class LocalModel:
         return result
 
     def _prefill(
-        self, entry: CacheEntry, ids: list[int], result: Generation, cancelled: Callable[[], bool]
-    ) -> torch.Tensor:
-        # At least the last prompt token is always run, so there are logits to sample from.
-        keep = min(common_prefix_length(entry.ids, ids), len(ids) - 1)
+        self,
+        entry: CacheEntry,
+        ids: list[int],
+        result: Generation,
+        cancelled: Callable[[], bool],
+        *,
+        logits: bool = True,
+    ) -> torch.Tensor | None:
+        """Run the tokens of ``ids`` that ``entry`` lacks, chunk by chunk; the last logits.
+
+        With ``logits`` at least the last prompt token is always run, so there are logits
+        to sample from; a prefill ahead of a request needs none and may run nothing.
+        """
+        keep = common_prefix_length(entry.ids, ids)
+        if logits:
+            keep = min(keep, len(ids) - 1)
         if entry.cache is not None and keep > 0:
             entry.crop(keep)
         else:
@@ -310,17 +360,16 @@ class LocalModel:
             entry.ids = []
         result.reused_tokens = keep
         self.totals.reused += keep
-        logits: torch.Tensor | None = None
+        last: torch.Tensor | None = None
         for start in range(keep, len(ids), PREFILL_CHUNK):
             if cancelled():
                 raise Cancelled
             chunk = ids[start : start + PREFILL_CHUNK]
-            logits = self._forward(entry, chunk)[-1]
+            last = self._forward(entry, chunk)[-1]
             entry.ids.extend(chunk)
             result.prefilled_tokens += len(chunk)
             self.totals.prefilled += len(chunk)
-        assert logits is not None
-        return logits
+        return last
 
     def _forward(self, entry: CacheEntry, ids: Sequence[int], keep: int = 1) -> torch.Tensor:
         # ids: [S] new tokens after those already in the cache -> logits of the last keep: [keep, V]

@@ -76,7 +76,8 @@ def load_model(
     ``int4``) turns full-precision linear weights into integers one tensor at a time; a
     checkpoint stored quantized keeps its own integers and scales whatever ``quantize`` says,
     since re-quantizing would lose precision. ``layer_devices`` (one device per layer) splits
-    the model; ``kernel`` forces a quantized kernel (tests compare them). With ``layout_cache``
+    the model; ``kernel`` forces a quantized kernel (the ``kernels`` setting; tests compare
+    them). With ``layout_cache``
     (a directory) quantized weights on the CPU are kept there in their kernels' layout after
     the first load and mapped from there on later loads (:mod:`.layout_cache`).
     """
@@ -366,6 +367,7 @@ def load_local(
             dtype=placement.dtype,
             quantize=placement.quantize,
             layer_devices=plan.layer_devices,
+            kernel=placement.kernel,
             layout_cache=cache_root(),
         )
     except LoadError:

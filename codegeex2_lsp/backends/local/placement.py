@@ -73,6 +73,7 @@ def plan_load(
         num_gpus=spec.num_gpus,
         parameters=size.parameters,
         fits=fits,
+        kernels=spec.kernels,
     )
     bits = placement.bits
     needed = estimate(size, placement.dtype, bits, tokens)

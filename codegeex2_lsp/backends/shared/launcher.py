@@ -1,7 +1,7 @@
 """Finding, starting and listing the per-user shared model servers.
 
-One server runs per distinct load spec (model, device, dtype, quantize, numGpus), on a Unix
-socket named after the spec in a directory only the user can enter: ``$XDG_RUNTIME_DIR`` where
+One server runs per distinct load spec (model, device, dtype, quantize, kernels, numGpus), on a
+Unix socket named after the spec in a directory only the user can enter: ``$XDG_RUNTIME_DIR`` where
 the system provides one this user owns and can write, else a 0700 directory of the user's own
 in the temp directory. A lock file beside the socket makes starting exclusive, so editors
 starting together start one server; a socket nobody listens on (its server died) is found
@@ -44,7 +44,7 @@ from codegeex2_lsp.settings.sources import to_arguments
 
 log = logging.getLogger(__name__)
 
-SPEC_FIELDS = ("model", "device", "dtype", "quantize", "num_gpus")
+SPEC_FIELDS = ("model", "device", "dtype", "quantize", "kernels", "num_gpus")
 """What tells two servers apart: a window with another of these gets a server of its own."""
 
 POLL_SECONDS = 0.05
