@@ -319,7 +319,8 @@ async def test_opening_a_document_prefills_it_unless_the_gate_refuses(
     def prefilled(current: dict[str, Any]) -> int:
         return int(current.get("prefix_cache", {}).get("prefilled_ahead", 0))
 
-    options: dict[str, Any] = {"disabledLanguages": ["markdown"]}
+    # Without snippets from the other open document, so the prompts are the ones built here.
+    options: dict[str, Any] = {"disabledLanguages": ["markdown"], "contextTokens": 0}
     async with running_server(
         *local_flags(tiny_model_dir), initialization_options=options
     ) as client:
