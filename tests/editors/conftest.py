@@ -55,4 +55,5 @@ def expected_suggestion(tiny_model_dir: Path, sample_file: Sample) -> str:
         "the tiny model suggests nothing at the sample position; pick another one in "
         f"editor_harness.py\n{completed.stderr}"
     )
-    return completed.stdout
+    # complete ends its output with a newline of its own.
+    return completed.stdout.removesuffix("\n")

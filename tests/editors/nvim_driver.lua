@@ -87,7 +87,7 @@ end
 --- Requests the model or typed-ahead answered so far.
 local function served(client)
   local status = server_status(client)
-  return status and (status.served.model + status.served.typed_ahead)
+  return status and (status.served.by_model + status.served.typed_ahead)
 end
 
 local function toggles(client)
