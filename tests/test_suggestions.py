@@ -127,7 +127,9 @@ SETTLING = [PY_BLOCK, PY_PAREN, JS_ARROW, GO_TABS, RUST_MATCH, JAVA_METHOD]
 
 
 def flags(model_dir: Path) -> tuple[str, ...]:
-    return local_flags(model_dir, "--max-new-tokens", str(MAX_NEW_TOKENS))
+    # The reference sees each file alone; snippets of the other open files would change the
+    # prompt (context has tests of its own).
+    return local_flags(model_dir, "--max-new-tokens", str(MAX_NEW_TOKENS), "--context-tokens", "0")
 
 
 @pytest.fixture(scope="module")
