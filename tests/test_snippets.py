@@ -15,7 +15,7 @@ from codegeex2_lsp.completion.prompt import Context, LineTokenCache
 from codegeex2_lsp.context.files import Limits, read_source, walk
 from codegeex2_lsp.context.index import Workspace
 from codegeex2_lsp.context.parsing import parse
-from codegeex2_lsp.context.render import Snippet, comment_prefix, render
+from codegeex2_lsp.context.render import Snippet, comment_prefix, render, snippet_lines
 from codegeex2_lsp.context.select import (
     ContextRequest,
     ContextSelector,
@@ -560,3 +560,22 @@ def test_the_block_stays_while_a_function_is_typed_and_changes_only_when_it_must
     edited = selector.block(request(app, head + typed + uses))
     assert "# def make_user(name: str, admin: bool) -> User:\n" in edited.text
     workspace.close()
+
+
+def test_snippet_lines_end_at_every_lsp_break_and_encode() -> None:
+    snippet = Snippet("pkg/\ud800odd.py", "def f():\r    return 1\r\n\ud83d x = 2", "definition", 0)
+    lines = snippet_lines(snippet, "#")
+    assert lines == [
+        "# path: pkg/\ufffdodd.py\n",
+        "# def f():\n",
+        "#     return 1\n",
+        "# \ufffd x = 2\n",
+    ]
+    for line in lines:
+        line.encode("utf-8")
+
+
+def test_a_document_with_lone_surrogates_still_parses() -> None:
+    symbols = parse("def ok():\n    return '\ud800'\n\n\ndef after():\n    pass\n", "python")
+    assert symbols is not None
+    assert [d.name for d in symbols.definitions] == ["ok", "after"]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from tree_sitter import Language, Node, Parser
 
+from codegeex2_lsp.completion.prompt import printable
+
 log = logging.getLogger(__name__)
 
 SHORT_LINES = 12
@@ -297,6 +299,9 @@ def parse(text: str, language: str) -> FileSymbols | None:
     grammar = GRAMMARS.get(language)
     if grammar is None:
         return None
+    # An open document can hold lone surrogates, which UTF-8 cannot; each becomes one U+FFFD,
+    # so lines and columns stay where they were.
+    text = printable(text)
     source = text.encode("utf-8")
     tree = _parser(grammar).parse(source)
     lines = text.split("\n")

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 
+from codegeex2_lsp.completion.prompt import printable
+from codegeex2_lsp.lsp.text import lf_breaks
+
 EncodeLine = Callable[[str], tuple[int, ...]]
 
 _BLOCK_CLOSERS = ("-->", "*/", "}")
@@ -55,9 +58,14 @@ def comment_prefix(tag_line: str | None) -> str | None:
 
 
 def snippet_lines(snippet: Snippet, prefix: str) -> list[str]:
-    """The snippet's comment lines, each ending in a newline."""
-    lines = [f"{prefix} path: {snippet.path}\n"]
-    for line in snippet.text.split("\n"):
+    """The snippet's comment lines, each ending in a newline.
+
+    Lines end where LSP ends them (a lone ``\r`` too: left inside a comment line, it would
+    start a line of code), and lone surrogates, which no tokenizer encodes, become U+FFFD, as
+    in the file's own window.
+    """
+    lines = [f"{prefix} path: {printable(snippet.path)}\n"]
+    for line in lf_breaks(printable(snippet.text)).split("\n"):
         line = line.rstrip()
         lines.append(f"{prefix} {line}\n" if line else f"{prefix}\n")
     return lines
