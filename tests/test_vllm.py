@@ -220,7 +220,10 @@ DOCUMENTS = {
 
 
 def lsp_flags(model_dir: Path, *extra: str) -> list[str]:
-    return ["--model", str(model_dir), "--debounce-ms", "0", "--max-new-tokens", "16", *extra]
+    # Each document is opened anew under another name: with snippets from the copies already
+    # open, the same request would get a different prompt each time.
+    flags = ["--model", str(model_dir), "--debounce-ms", "0", "--max-new-tokens", "16"]
+    return [*flags, "--context-tokens", "0", *extra]
 
 
 _opened = iter(range(10**6))
