@@ -133,14 +133,14 @@ def test_doctor_reports_the_server(vllm: VllmServer, vllm_checkpoint: Path) -> N
 def test_the_early_stop_aborts_the_request_inside_vllm(
     vllm: VllmServer, local: LocalModel, remote: RemoteModel
 ) -> None:
-    """The stop rule holds vLLM's scheduler the moment it decides to stop, so the request is
-    still inside vLLM when the client closes the stream: vLLM must log the abort of that very
-    request and generate nothing more for it once resumed."""
+    """The stop rule fires at the first text and holds vLLM's scheduler there, so the request
+    is still inside vLLM when the client closes the stream: vLLM must log the abort of that
+    very request and generate nothing more for it once resumed."""
     before = settle(vllm)
     since = vllm.log_size()
 
     def stop_and_hold(text: str) -> bool:
-        if len(text) < 20:
+        if not text:
             return False
         vllm.pause()
         return True
