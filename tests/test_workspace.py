@@ -138,6 +138,21 @@ def log_lines(client: LanguageClient) -> list[str]:
     return [message.message for message in client.log_messages]
 
 
+def prompt_command(project: Path, model_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``codegeex2-lsp prompt`` at the test's cursor in ``app.py``, indexing ``project``."""
+    line, character = CURSOR
+    position = ["--line", str(line), "--character", str(character)]
+    where = ["--workspace", str(project), "--model", str(model_dir)]
+    command = [sys.executable, "-m", "codegeex2_lsp", "prompt", str(project / "app.py")]
+    return subprocess.run(
+        [*command, *position, *where, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
 async def test_definitions_from_other_files_reach_the_prompt_and_ignored_files_never_do(
     tiny_model_dir: Path, project: Path, tmp_path: Path
 ) -> None:
@@ -175,27 +190,7 @@ async def test_definitions_from_other_files_reach_the_prompt_and_ignored_files_n
     assert any("cannot read" in line and "self.py" in line for line in logged)
     assert shown_messages == []
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "codegeex2_lsp",
-            "prompt",
-            str(project / "app.py"),
-            "--line",
-            str(CURSOR[0]),
-            "--character",
-            str(CURSOR[1]),
-            "--workspace",
-            str(project),
-            "--model",
-            str(tiny_model_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = prompt_command(project, tiny_model_dir)
     assert done.stdout == prompt, "the prompt command prints what the server sends the model"
     assert "pkg/models.py:6: definition of make_user" in done.stderr
     assert "pkg/util.py:1: definition of slugify" in done.stderr
@@ -343,30 +338,6 @@ async def test_excluded_files_never_reach_the_prompt_open_or_not(
         prompt = await prompt_at(client, log_file, uri)
         assert "def slugify" not in prompt
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "codegeex2_lsp",
-            "prompt",
-            str(project / "app.py"),
-            "--line",
-            str(CURSOR[0]),
-            "--character",
-            str(CURSOR[1]),
-            "--workspace",
-            str(project),
-            "--open",
-            str(util),
-            "--model",
-            str(tiny_model_dir),
-            "--exclude",
-            "pkg/util.py",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = prompt_command(project, tiny_model_dir, "--open", str(util), "--exclude", "pkg/util.py")
     assert "def slugify" not in done.stdout
     assert "def make_user" in done.stdout
