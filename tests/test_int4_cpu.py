@@ -1,5 +1,5 @@
-"""The INT4 CPU kernel: its arithmetic on every instruction set it is built for, how it is
-chosen, and its build (cached, and absent without a compiler)."""
+"""The CPU kernel for INT4 and INT8 weights: its arithmetic on every instruction set it is
+built for, how it is chosen, and its build (cached, and absent without a compiler)."""
 
 from __future__ import annotations
 
@@ -58,18 +58,25 @@ def _integer_activations(rows: int, columns: int, generator: torch.Generator) ->
 @needs_compiler
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("group", [32, 128, None])
-def test_products_are_exact_on_exact_activations(arch: str, group: int | None) -> None:
+@pytest.mark.parametrize("bits", [4, 8])
+def test_products_are_exact_on_exact_activations(arch: str, group: int | None, bits: int) -> None:
     library = int4_cpu.load(arch)
     assert library is not None
     generator = torch.Generator().manual_seed(3)
     rows, columns = 48, 256
-    q, scale = quantize_weight(torch.randn(rows, columns, generator=generator), 4, group)
-    packed, tiled = int4_cpu.pack(q, scale, library.tile_rows)
+    q, scale = quantize_weight(torch.randn(rows, columns, generator=generator), bits, group)
+    if bits == 8:
+        # The extremes of the range: -128 is the one value whose magnitude has no int8.
+        q[0, :4] = torch.tensor([-128, 127, -128, 127], dtype=torch.int8)
+    pack = int4_cpu.pack if bits == 4 else int4_cpu.pack8
+    packed, tiled = pack(q, scale, library.tile_rows)
     weight = dequantize(q, scale, torch.float64)
     # 1 to 9 activation rows: the kernel works through them four at a time.
     for count in range(1, 10):
         x = _integer_activations(count, columns, generator)
-        got = library.matmul(x.float().contiguous(), packed, tiled, columns // scale.shape[1], rows)
+        x[0, :4] = torch.tensor([-127.0, 127.0, 127.0, -127.0])
+        group_size = columns // scale.shape[1]
+        got = library.matmul(x.float().contiguous(), packed, tiled, group_size, rows, bits)
         want = x @ weight.T
         error = float((got.double() - want).abs().max() / want.abs().max())
         assert error < 1e-6, (library.isa, count, error)
@@ -87,6 +94,20 @@ def test_float_activations_lose_only_their_int8_rounding(arch: str) -> None:
     want = x @ dequantize(q, scale, torch.float32).T
     got = library.matmul(x, packed, tiled, 128, 32)
     assert float((got - want).abs().max() / want.abs().max()) < 0.02
+
+
+@needs_compiler
+def test_chosen_for_int8_on_cpu_where_the_shape_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert select_kernel(CPU, torch.bfloat16, 8, per_row=True) == "int8cpu"
+    assert select_kernel(CPU, torch.float32, 8, per_row=True) == "int8cpu"
+    q, scale = quantize_weight(torch.randn(48, 256), 8)
+    assert make_kernel(q, scale, torch.float32, 8).name == "int8cpu"
+
+    def refuse(*args: object) -> None:
+        raise ValueError("not this shape")
+
+    monkeypatch.setattr(int4_cpu, "pack8", refuse)
+    assert make_kernel(q, scale, torch.float32, 8).name == "dynamic"
 
 
 @needs_compiler
@@ -182,6 +203,10 @@ def test_a_build_that_computes_wrongly_is_never_used(
         "                   const float *s, int64_t g, int64_t n, float *y, int t) {\n"
         "    for (int64_t i = 0; i < m * n; i++) y[i] = 0.0f;\n"
         "    return 0;\n"
+        "}\n"
+        "int cg_int8_matmul(const float *x, int64_t m, int64_t k, const void *w,\n"
+        "                   const float *s, int64_t g, int64_t n, float *y, int t) {\n"
+        "    return cg_int4_matmul(x, m, k, w, s, g, n, y, t);\n"
         "}\n"
     )
     real = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")

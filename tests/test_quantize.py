@@ -90,9 +90,9 @@ def test_cpu_kernels_match_plain_torch(bits: int, dtype: torch.dtype, group: int
             continue
         got = make_kernel(q, scale, dtype, bits, name)(x.to(dtype)).float()
         assert got.shape == want.shape
-        # Dynamic INT8 and the INT4 CPU kernel round activations to 8 bits, bfloat16 to 8
+        # Dynamic INT8 and the CPU kernels round activations to 8 bits, bfloat16 to 8
         # mantissa bits.
-        rounded = name in ("dynamic", "int4cpu") or dtype == torch.bfloat16
+        rounded = name in ("dynamic", "int4cpu", "int8cpu") or dtype == torch.bfloat16
         tolerance = 0.03 if rounded else 1e-5
         error = float((got - want).abs().max() / want.abs().max())
         assert error < tolerance, f"{name}: {error}"

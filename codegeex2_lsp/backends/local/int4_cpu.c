@@ -13,6 +13,12 @@
  * that the dot-product instructions sum. Scales are stored per tile and group, TILE_ROWS
  * floats at a time, so one vector load gets the scales of the whole tile.
  *
+ * INT8 weights (cg_int8_matmul) use the same tiles with 4 signed bytes per row and 4 columns:
+ * one vector load gives 4 consecutive columns of every row of the tile. The VNNI paths turn
+ * them into u = q + 128 (flipping the sign bit) and subtract 128 * sum(x) per block; AVX2
+ * without VNNI multiplies |q| with x carrying q's sign, which keeps its 16-bit pair sums
+ * (at most 2 * 128 * 127) from saturating.
+ *
  * Compiled on the machine it runs on (-march=native); cg_isa says which path was compiled.
  */
 #include <math.h>
@@ -25,6 +31,9 @@
 
 #define BLOCK 32
 #define ROWS_AT_ONCE 4
+#ifndef PREFETCH
+#define PREFETCH 2048
+#endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define ISA 3
@@ -47,6 +56,8 @@ typedef __m512 fvec;
 #define FLOAD(p) _mm512_loadu_ps(p)
 #define FSTORE(p, v) _mm512_storeu_ps((p), (v))
 #define FMUL(a, b) _mm512_mul_ps((a), (b))
+#define OFFSET8 128
+#define DOT8(acc, q, x) DOT((acc), _mm512_xor_si512((q), _mm512_set1_epi8((char)0x80)), (x))
 #elif defined(__AVX2__) && defined(__FMA__)
 #define TILE_ROWS 8
 typedef __m256i ivec;
@@ -58,12 +69,16 @@ typedef __m256 fvec;
 #if defined(__AVXVNNI__)
 #define ISA 2
 #define DOT(acc, u, x) _mm256_dpbusd_avx_epi32((acc), (u), (x))
+#define OFFSET8 128
+#define DOT8(acc, q, x) DOT((acc), _mm256_xor_si256((q), _mm256_set1_epi8((char)0x80)), (x))
 #else
 #define ISA 1
 /* u <= 15 and |x| <= 128: the pairwise 16-bit sums cannot saturate. */
 #define DOT(acc, u, x)                                                                       \
     _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (x)),                \
                                               _mm256_set1_epi16(1)))
+#define OFFSET8 0
+#define DOT8(acc, q, x) DOT((acc), _mm256_sign_epi8((q), (q)), _mm256_sign_epi8((x), (q)))
 #endif
 #define IZERO() _mm256_setzero_si256()
 #define FZERO() _mm256_setzero_ps()
@@ -79,15 +94,16 @@ typedef __m256 fvec;
 #else
 #define ISA 0
 #define TILE_ROWS 16
+#define OFFSET8 0
 #endif
 
 int cg_isa(void) { return ISA; }
 
 int cg_tile_rows(void) { return TILE_ROWS; }
 
-/* x: [m, k] float -> xq: [m, k] int8, scale and 8 * sum per block of 32: [m, k / 32]. */
-static void quantize_rows(const float *x, int64_t m, int64_t k, int8_t *xq, float *scale,
-                          int32_t *sum8) {
+/* x: [m, k] float -> xq: [m, k] int8, scale and offset * sum per block of 32: [m, k / 32]. */
+static void quantize_rows(const float *x, int64_t m, int64_t k, int offset, int8_t *xq,
+                          float *scale, int32_t *sum8) {
     int64_t blocks = k / BLOCK;
     for (int64_t r = 0; r < m; r++) {
         for (int64_t b = 0; b < blocks; b++) {
@@ -108,7 +124,7 @@ static void quantize_rows(const float *x, int64_t m, int64_t k, int8_t *xq, floa
                 total += v;
             }
             scale[r * blocks + b] = s;
-            sum8[r * blocks + b] = 8 * total;
+            sum8[r * blocks + b] = offset * total;
         }
     }
 }
@@ -133,7 +149,7 @@ static inline __attribute__((always_inline)) void tile_rows(
                 for (int a = 0; a < 2; a++) acc[r][a] = IZERO();
             const uint8_t *chunk = w + b * (BLOCK / 8) * TILE_ROWS * 4;
             for (int c = 0; c < BLOCK / 8; c++) {
-                _mm_prefetch((const char *)(chunk + c * TILE_ROWS * 4 + 2048), _MM_HINT_T0);
+                _mm_prefetch((const char *)(chunk + c * TILE_ROWS * 4 + PREFETCH), _MM_HINT_T0);
                 ivec v = LOAD(chunk + c * TILE_ROWS * 4);
                 ivec low = NIBBLES_LOW(v);
                 ivec high = NIBBLES_HIGH(v);
@@ -141,6 +157,39 @@ static inline __attribute__((always_inline)) void tile_rows(
                     const int8_t *xs = xq + r * k + b * BLOCK + c * 8;
                     acc[r][0] = DOT(acc[r][0], low, BROADCAST32(xs));
                     acc[r][1] = DOT(acc[r][1], high, BROADCAST32(xs + 4));
+                }
+            }
+            for (int r = 0; r < rows; r++) {
+                ivec total = IADD(acc[r][0], acc[r][1]);
+                ivec exact = ISUB(total, ISET1(sum8[r * blocks + b]));
+                out[r] = FMA(TOFLOAT(exact), FMUL(s, FSET1(xscale[r * blocks + b])), out[r]);
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) FSTORE(y + r * ldy, out[r]);
+}
+
+/* The same for INT8 weights: per block, 8 vector loads of 4 columns each. */
+static inline __attribute__((always_inline)) void tile_rows8(
+    const uint8_t *w, const float *wscale, int64_t k, int64_t group, const int8_t *xq,
+    const float *xscale, const int32_t *sum8, float *y, int64_t ldy, const int rows) {
+    int64_t blocks = k / BLOCK;
+    int64_t blocks_per_group = group / BLOCK;
+    fvec out[ROWS_AT_ONCE];
+    for (int r = 0; r < rows; r++) out[r] = FZERO();
+    for (int64_t g = 0; g < k / group; g++) {
+        fvec s = FLOAD(wscale + g * TILE_ROWS);
+        for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; b++) {
+            ivec acc[ROWS_AT_ONCE][2];
+            for (int r = 0; r < rows; r++)
+                for (int a = 0; a < 2; a++) acc[r][a] = IZERO();
+            const uint8_t *chunk = w + b * (BLOCK / 4) * TILE_ROWS * 4;
+            for (int c = 0; c < BLOCK / 4; c++) {
+                _mm_prefetch((const char *)(chunk + c * TILE_ROWS * 4 + PREFETCH), _MM_HINT_T0);
+                ivec v = LOAD(chunk + c * TILE_ROWS * 4);
+                for (int r = 0; r < rows; r++) {
+                    const int8_t *xs = xq + r * k + b * BLOCK + c * 4;
+                    acc[r][c & 1] = DOT8(acc[r][c & 1], v, BROADCAST32(xs));
                 }
             }
             for (int r = 0; r < rows; r++) {
@@ -179,13 +228,43 @@ static void tile_rows(const uint8_t *w, const float *wscale, int64_t k, int64_t 
         }
     }
 }
+
+static void tile_rows8(const uint8_t *w, const float *wscale, int64_t k, int64_t group,
+                       const int8_t *xq, const float *xscale, const int32_t *sum8, float *y,
+                       int64_t ldy, const int rows) {
+    int64_t blocks = k / BLOCK;
+    for (int r = 0; r < rows; r++) {
+        for (int t = 0; t < TILE_ROWS; t++) {
+            float out = 0.0f;
+            for (int64_t g = 0; g < k / group; g++) {
+                float grouped = 0.0f;
+                for (int64_t b = g * (group / BLOCK); b < (g + 1) * (group / BLOCK); b++) {
+                    int32_t acc = 0;
+                    for (int c = 0; c < BLOCK / 4; c++) {
+                        const int8_t *q =
+                            (const int8_t *)w + ((b * (BLOCK / 4) + c) * TILE_ROWS + t) * 4;
+                        const int8_t *xs = xq + r * k + b * BLOCK + c * 4;
+                        for (int j = 0; j < 4; j++) acc += q[j] * xs[j];
+                    }
+                    grouped += (float)(acc - sum8[r * blocks + b]) * xscale[r * blocks + b];
+                }
+                out += grouped * wscale[g * TILE_ROWS + t];
+            }
+            y[r * ldy + t] = out;
+        }
+    }
+}
 #endif
 
-/* y[m, n] = x[m, k] @ W.T. w: the tiled nibbles, n * k / 2 bytes; wscale: n * k / group
- * floats in tile order. k is a multiple of 32 and of group, group a multiple of 32, n a
- * multiple of TILE_ROWS. Returns 0, or -1 when scratch memory cannot be had. */
-int cg_int4_matmul(const float *x, int64_t m, int64_t k, const uint8_t *w, const float *wscale,
-                   int64_t group, int64_t n, float *y, int threads) {
+#define TILE_CALL(kernel, rows)                                                            \
+    kernel(tw, ts, k, group, rx, rs, r8, ry, n, rows)
+
+/* y[m, n] = x[m, k] @ W.T for `bits` 4 or 8. w: the tiled weights, n * k * bits / 8 bytes;
+ * wscale: n * k / group floats in tile order. k is a multiple of 32 and of group, group a
+ * multiple of 32, n a multiple of TILE_ROWS. Returns 0, or -1 when scratch memory cannot be
+ * had. */
+static int matmul(int bits, const float *x, int64_t m, int64_t k, const uint8_t *w,
+                  const float *wscale, int64_t group, int64_t n, float *y, int threads) {
     int64_t blocks = k / BLOCK;
     int8_t *xq = malloc((size_t)(m * k));
     float *xscale = malloc((size_t)(m * blocks) * sizeof(float));
@@ -196,9 +275,9 @@ int cg_int4_matmul(const float *x, int64_t m, int64_t k, const uint8_t *w, const
         free(sum8);
         return -1;
     }
-    quantize_rows(x, m, k, xq, xscale, sum8);
+    quantize_rows(x, m, k, bits == 4 ? 8 : OFFSET8, xq, xscale, sum8);
     int64_t tiles = n / TILE_ROWS;
-    int64_t tile_bytes = (int64_t)TILE_ROWS * k / 2;
+    int64_t tile_bytes = (int64_t)TILE_ROWS * k * bits / 8;
     int64_t tile_scales = (int64_t)TILE_ROWS * (k / group);
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t t = 0; t < tiles; t++) {
@@ -210,19 +289,22 @@ int cg_int4_matmul(const float *x, int64_t m, int64_t k, const uint8_t *w, const
             const float *rs = xscale + r * blocks;
             const int32_t *r8 = sum8 + r * blocks;
             float *ry = y + r * n + t * TILE_ROWS;
-            switch (left >= ROWS_AT_ONCE ? ROWS_AT_ONCE : left) {
-            case 1:
-                tile_rows(tw, ts, k, group, rx, rs, r8, ry, n, 1);
-                break;
-            case 2:
-                tile_rows(tw, ts, k, group, rx, rs, r8, ry, n, 2);
-                break;
-            case 3:
-                tile_rows(tw, ts, k, group, rx, rs, r8, ry, n, 3);
-                break;
-            default:
-                tile_rows(tw, ts, k, group, rx, rs, r8, ry, n, 4);
-                break;
+            int rows = left >= ROWS_AT_ONCE ? ROWS_AT_ONCE : (int)left;
+            /* `rows` a constant in each call, so the accumulators stay in registers. */
+            if (bits == 4) {
+                switch (rows) {
+                case 1: TILE_CALL(tile_rows, 1); break;
+                case 2: TILE_CALL(tile_rows, 2); break;
+                case 3: TILE_CALL(tile_rows, 3); break;
+                default: TILE_CALL(tile_rows, 4); break;
+                }
+            } else {
+                switch (rows) {
+                case 1: TILE_CALL(tile_rows8, 1); break;
+                case 2: TILE_CALL(tile_rows8, 2); break;
+                case 3: TILE_CALL(tile_rows8, 3); break;
+                default: TILE_CALL(tile_rows8, 4); break;
+                }
             }
         }
     }
@@ -230,4 +312,14 @@ int cg_int4_matmul(const float *x, int64_t m, int64_t k, const uint8_t *w, const
     free(xscale);
     free(sum8);
     return 0;
+}
+
+int cg_int4_matmul(const float *x, int64_t m, int64_t k, const uint8_t *w, const float *wscale,
+                   int64_t group, int64_t n, float *y, int threads) {
+    return matmul(4, x, m, k, w, wscale, group, n, y, threads);
+}
+
+int cg_int8_matmul(const float *x, int64_t m, int64_t k, const uint8_t *w, const float *wscale,
+                   int64_t group, int64_t n, float *y, int threads) {
+    return matmul(8, x, m, k, w, wscale, group, n, y, threads);
 }

@@ -5,8 +5,9 @@ CPU load (tens of seconds for the 6B model); the result depends only on the chec
 precision, the kernel and this code. The first load writes each quantized linear's kernel
 tensors into one file in the user's cache; every later load with the same key maps that file
 and builds the kernels around the mapped tensors, without reading the checkpoint's quantized
-weights at all. The mapping is shared with the page cache, so a warm start costs little more
-than the checksum pass.
+weights at all. The CPU kernels' own weights are read from the file straight into memory backed
+by huge pages instead (see ``int4_cpu.huge_page_bytes``; decode reads them faster there), so a
+warm start costs one copy from the page cache and the checksum pass.
 
 An entry is a directory named by its key, holding ``weights.bin`` and ``manifest.json``. It is
 written in a temporary directory and renamed into place, so readers never see a partial entry
@@ -81,6 +82,24 @@ def kernel_identity() -> dict[str, Any]:
     return {"int4cpu": [library.isa, library.tile_rows] if library is not None else None}
 
 
+_OWN_KERNELS = ("int4cpu", "int8cpu")
+"""The kernels whose tensors are this project's own layout, read into huge pages on load."""
+
+
+def _read_into_huge_pages(descriptor: int, start: int, length: int) -> torch.Tensor:
+    """``length`` bytes of the file from ``start``, read into memory backed by huge pages: one
+    copy from the page cache, with none of the 4 KiB page faults that mapping the file costs."""
+    buffer = int4_cpu.huge_page_bytes(length)
+    view = memoryview(buffer.numpy())
+    done = 0
+    while done < length:
+        got = os.preadv(descriptor, [view[done:]], start + done)
+        if got == 0:
+            raise ValueError(f"{DATA} ends before byte {start + length}")
+        done += got
+    return buffer
+
+
 def _checksum(data: torch.Tensor) -> int:
     """A sum of the bytes as 64-bit words: one pass at memory speed on torch's threads, and any
     change within one word changes it. Regions are padded to whole words with zeros."""
@@ -131,18 +150,24 @@ class LayoutCache:
         # nothing writes to it, so every page stays shared with the page cache.
         mapped = torch.frombuffer(numpy.memmap(data_path, numpy.uint8, mode="c"), dtype=torch.uint8)
         kernels: dict[str, Kernel] = {}
-        for module, saved in manifest["modules"].items():
-            tensors = {}
-            for name, where in saved["tensors"].items():
-                start, stored = int(where["offset"]), int(where["stored"])
-                region = mapped[start : start + stored]
-                if _checksum(region) != int(where["checksum"]):
-                    raise ValueError(f"{module}.{name} does not match its checksum")
-                shape = [int(n) for n in where["shape"]]
-                tensor_dtype = _DTYPES[where["dtype"]]
-                count = int(numpy.prod(shape)) * torch.empty((), dtype=tensor_dtype).element_size()
-                tensors[name] = region[:count].view(tensor_dtype).view(shape)
-            kernels[module] = restore_kernel(saved["kernel"], tensors, saved["attributes"], dtype)
+        with open(data_path, "rb") as file:
+            for module, saved in manifest["modules"].items():
+                tensors = {}
+                for name, where in saved["tensors"].items():
+                    start, stored = int(where["offset"]), int(where["stored"])
+                    if saved["kernel"] in _OWN_KERNELS:
+                        region = _read_into_huge_pages(file.fileno(), start, stored)
+                    else:
+                        region = mapped[start : start + stored]
+                    if _checksum(region) != int(where["checksum"]):
+                        raise ValueError(f"{module}.{name} does not match its checksum")
+                    shape = [int(n) for n in where["shape"]]
+                    tensor_dtype = _DTYPES[where["dtype"]]
+                    size = torch.empty((), dtype=tensor_dtype).element_size()
+                    count = int(numpy.prod(shape)) * size
+                    tensors[name] = region[:count].view(tensor_dtype).view(shape)
+                saved_attributes = saved["attributes"]
+                kernels[module] = restore_kernel(saved["kernel"], tensors, saved_attributes, dtype)
         log.info("mapped the kept layout of %d quantized weights (%s)", len(kernels), self.key)
         return kernels
 

@@ -9,8 +9,12 @@ Kernels, chosen per device and dtype by :func:`select_kernel` and checked once o
 against the plain-torch result, so a kernel that is missing or broken on some build falls back
 instead of producing garbage:
 
+- ``int8cpu``: the INT8 path of this project's CPU kernel (below): activations quantized to
+  int8 per 32 columns, byte dot products against the stored integers. On the 6B model's shapes
+  it decodes a little faster than ``dynamic`` and prefills about a fifth slower, and its layout
+  is plain tensors that a later start maps from the layout cache instead of packing again.
 - ``dynamic``: torch's dynamic INT8 linear (fbgemm/x86 on CPU). Activations are quantized per
-  token on the fly; on AVX2 it is the fastest CPU choice for both prefill and decode.
+  token on the fly; fbgemm packs the weights into a form of its own at every start.
 - ``int8pack``: torch's weight-only INT8 matmul (CUDA, MPS; CPU with 16-bit activations).
 - ``int4cpu``: this project's INT4 CPU kernel (:mod:`codegeex2_lsp.backends.local.int4_cpu`),
   built on the machine with its C compiler: activations quantized to int8 per 32 columns, byte
@@ -315,7 +319,9 @@ class Int4CpuKernel(Kernel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1]).float().contiguous()
-        y = self.library.matmul(flat, self.packed, self.scale, self.group_size, self.rows)
+        y = self.library.matmul(
+            flat, self.packed, self.scale, self.group_size, self.rows, self.bits
+        )
         return y.reshape(*shape[:-1], -1).to(x.dtype)
 
     attributes = ("bits", "rows", "group_size", "tile_rows")
@@ -335,7 +341,7 @@ class Int4CpuKernel(Kernel):
         nn.Module.__init__(kernel)
         kernel.library = library
         kernel.dtype = dtype
-        kernel.bits = 4
+        kernel.bits = attributes["bits"]
         kernel.rows = attributes["rows"]
         kernel.group_size = attributes["group_size"]
         for name, tensor in tensors.items():
@@ -343,7 +349,31 @@ class Int4CpuKernel(Kernel):
         return kernel
 
 
+class Int8CpuKernel(Int4CpuKernel):
+    """The INT8 path of the same CPU kernel: activations as int8 per 32 columns, byte dot
+    products against the stored integers, one scale per row or group as stored. Unlike torch's
+    dynamic INT8 linear, whose packed form is opaque and made again at every start, its layout
+    is plain tensors, so a later load maps it from the layout cache."""
+
+    name = "int8cpu"
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
+        nn.Module.__init__(self)
+        library = int4_cpu.fast_library() if q.device.type == "cpu" else None
+        if library is None:
+            raise RuntimeError("the INT8 CPU kernel is not available on this machine")
+        self.bits = 8
+        self.dtype = dtype
+        self.library = library
+        self.rows = q.shape[0]
+        self.group_size = q.shape[1] // scale.shape[1]
+        packed, tiled_scale = int4_cpu.pack8(q, scale, library.tile_rows)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scale", tiled_scale)
+
+
 _KERNELS: dict[str, type[Kernel]] = {
+    "int8cpu": Int8CpuKernel,
     "dynamic": DynamicInt8Kernel,
     "int8pack": Int8PackKernel,
     "int4pack": Int4PackKernel,
@@ -365,13 +395,15 @@ def restore_kernel(
 def kernel_candidates(device: torch.device, dtype: torch.dtype, bits: int) -> tuple[str, ...]:
     """Kernels to try, fastest first, for weights on ``device`` with activations in ``dtype``.
 
-    On CPU (measured, see benchmarks/BENCHMARKS.md) the dynamic INT8 linear beats the
-    weight-only INT8 matmul several times over, and this project's INT4 kernel beats torch's,
-    which is slow with float32 activations and so is only tried in bfloat16.
+    On CPU (measured, see benchmarks/BENCHMARKS.md) this project's kernels come first: they
+    decode at least as fast as torch's and load from the layout cache. The dynamic INT8 linear
+    beats the weight-only INT8 matmul several times over; torch's INT4 kernel is slow with
+    float32 activations and so is only tried in bfloat16.
     """
     if bits == 8:
         if device.type == "cpu":
-            return ("dynamic", "int8pack") if dtype != torch.float32 else ("dynamic",)
+            torch_kernels = ("dynamic", "int8pack") if dtype != torch.float32 else ("dynamic",)
+            return ("int8cpu", *torch_kernels)
         return ("int8pack",)
     if device.type == "cpu":
         return ("int4cpu", "int4pack") if dtype == torch.bfloat16 else ("int4cpu",)
