@@ -97,17 +97,17 @@ def diagnose(
 
 
 def _kernel_note(kernel: str, placement: Placement) -> str:
-    """Where this project's INT4 CPU kernel runs, what it was built for; where it cannot be
-    built, what would change that."""
+    """Where this project's CPU kernel runs, what it was built for; where it cannot be built,
+    what would change that."""
     if placement.kernel is not None:
         return " (kernels exact: integers times scales in plain torch, as upstream computes)"
-    library = int4_cpu.fast_library() if kernel == "int4cpu" else None
+    library = int4_cpu.fast_library() if kernel in ("int4cpu", "int8cpu") else None
     if library is not None:
         return f" (built here for {library.isa})"
-    if placement.bits == 4 and placement.device.type == "cpu":
+    if placement.device.type == "cpu":
         return (
-            " (this project's faster INT4 kernel needs a C compiler with OpenMP on x86-64, "
-            "such as gcc; see the log)"
+            f" (this project's faster INT{placement.bits} kernel needs a C compiler with OpenMP "
+            "on x86-64, such as gcc; see the log)"
         )
     return ""
 

@@ -5,9 +5,10 @@ CPU load (tens of seconds for the 6B model); the result depends only on the chec
 precision, the kernel and this code. The first load writes each quantized linear's kernel
 tensors into one file in the user's cache; every later load with the same key maps that file
 and builds the kernels around the mapped tensors, without reading the checkpoint's quantized
-weights at all. The CPU kernels' own weights are read from the file straight into memory backed
-by huge pages instead (see ``int4_cpu.huge_page_bytes``; decode reads them faster there), so a
-warm start costs one copy from the page cache and the checksum pass.
+weights at all. The CPU kernels' own weights are copied on from the mapping into memory backed
+by huge pages (see ``int4_cpu.huge_page_bytes``; decode reads them faster there), each mapped
+page given back once copied, so a warm start costs one copy and the checksum pass, and memory
+never holds both copies of the file.
 
 An entry is a directory named by its key, holding ``weights.bin`` and ``manifest.json``. It is
 written in a temporary directory and renamed into place, so readers never see a partial entry
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -83,27 +85,34 @@ def kernel_identity() -> dict[str, Any]:
 
 
 _OWN_KERNELS = ("int4cpu", "int8cpu")
-"""The kernels whose tensors are this project's own layout, read into huge pages on load."""
+"""The kernels whose tensors are this project's own layout, copied into huge pages on load."""
 
 
-def _read_into_huge_pages(descriptor: int, start: int, length: int) -> torch.Tensor:
-    """``length`` bytes of the file from ``start``, read into memory backed by huge pages: one
-    copy from the page cache, with none of the 4 KiB page faults that mapping the file costs."""
-    buffer = int4_cpu.huge_page_bytes(length)
-    view = memoryview(buffer.numpy())
-    done = 0
-    while done < length:
-        got = os.preadv(descriptor, [view[done:]], start + done)
-        if got == 0:
-            raise ValueError(f"{DATA} ends before byte {start + length}")
-        done += got
-    return buffer
+def _give_back(view: mmap.mmap, start: int, length: int) -> None:
+    """Drop the mapped pages wholly inside ``[start, start + length)`` from this process once
+    they are copied; the file's pages stay in the page cache, and nothing here reads them
+    again, so memory never holds the mapping and the copy of the whole file at once."""
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    end = (start + length) // mmap.PAGESIZE * mmap.PAGESIZE
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is not None and end > first:
+        view.madvise(advice, first, end - first)
 
 
 def _checksum(data: torch.Tensor) -> int:
     """A sum of the bytes as 64-bit words: one pass at memory speed on torch's threads, and any
     change within one word changes it. Regions are padded to whole words with zeros."""
     return int(data.view(torch.int64).sum())
+
+
+def _padded_checksum(raw: torch.Tensor) -> int:
+    """:func:`_checksum` of ``raw`` followed by zeros, without copying ``raw``."""
+    whole = raw.numel() - raw.numel() % 8
+    tail = torch.zeros(8, dtype=torch.uint8)
+    tail[: raw.numel() - whole] = raw[whole:]
+    # torch's int64 sum wraps around; so must the sum of the two parts.
+    total = _checksum(raw[:whole]) + _checksum(tail)
+    return (total + 2**63) % 2**64 - 2**63
 
 
 @dataclass(frozen=True)
@@ -148,26 +157,28 @@ class LayoutCache:
             raise ValueError(f"{DATA} has {data_path.stat().st_size} bytes, not {size}")
         # Copy-on-write, as checkpoint shards are mapped: torch wants a writable buffer, and
         # nothing writes to it, so every page stays shared with the page cache.
-        mapped = torch.frombuffer(numpy.memmap(data_path, numpy.uint8, mode="c"), dtype=torch.uint8)
-        kernels: dict[str, Kernel] = {}
         with open(data_path, "rb") as file:
-            for module, saved in manifest["modules"].items():
-                tensors = {}
-                for name, where in saved["tensors"].items():
-                    start, stored = int(where["offset"]), int(where["stored"])
-                    if saved["kernel"] in _OWN_KERNELS:
-                        region = _read_into_huge_pages(file.fileno(), start, stored)
-                    else:
-                        region = mapped[start : start + stored]
-                    if _checksum(region) != int(where["checksum"]):
-                        raise ValueError(f"{module}.{name} does not match its checksum")
-                    shape = [int(n) for n in where["shape"]]
-                    tensor_dtype = _DTYPES[where["dtype"]]
-                    size = torch.empty((), dtype=tensor_dtype).element_size()
-                    count = int(numpy.prod(shape)) * size
-                    tensors[name] = region[:count].view(tensor_dtype).view(shape)
-                saved_attributes = saved["attributes"]
-                kernels[module] = restore_kernel(saved["kernel"], tensors, saved_attributes, dtype)
+            view = mmap.mmap(
+                file.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
+        mapped = torch.frombuffer(view, dtype=torch.uint8)
+        kernels: dict[str, Kernel] = {}
+        for module, saved in manifest["modules"].items():
+            tensors = {}
+            for name, where in saved["tensors"].items():
+                start, stored = int(where["offset"]), int(where["stored"])
+                region = mapped[start : start + stored]
+                if saved["kernel"] in _OWN_KERNELS:
+                    # Copied on torch's threads, which share the page faults of both sides.
+                    region = int4_cpu.huge_page_bytes(stored).copy_(region)
+                    _give_back(view, start, stored)
+                if _checksum(region) != int(where["checksum"]):
+                    raise ValueError(f"{module}.{name} does not match its checksum")
+                shape = [int(n) for n in where["shape"]]
+                tensor_dtype = _DTYPES[where["dtype"]]
+                count = int(numpy.prod(shape)) * torch.empty((), dtype=tensor_dtype).element_size()
+                tensors[name] = region[:count].view(tensor_dtype).view(shape)
+            kernels[module] = restore_kernel(saved["kernel"], tensors, saved["attributes"], dtype)
         log.info("mapped the kept layout of %d quantized weights (%s)", len(kernels), self.key)
         return kernels
 
@@ -216,17 +227,19 @@ class LayoutCache:
                 places = {}
                 for name, tensor in tensors.items():
                     raw = tensor.detach().contiguous().view(-1).view(torch.uint8)
-                    padding = (-raw.numel()) % _ALIGN
-                    region = torch.cat([raw, torch.zeros(padding, dtype=torch.uint8)])
-                    data.write(region.numpy().tobytes())
+                    stored = raw.numel() + (-raw.numel()) % _ALIGN
+                    # Written from the tensor's own memory, the padding after it: a copy of a
+                    # 100 MB weight here would raise the first load's peak by as much.
+                    data.write(memoryview(raw.numpy()))
+                    data.write(bytes(stored - raw.numel()))
                     places[name] = {
                         "dtype": str(tensor.dtype).removeprefix("torch."),
                         "shape": list(tensor.shape),
                         "offset": offset,
-                        "stored": region.numel(),
-                        "checksum": _checksum(region),
+                        "stored": stored,
+                        "checksum": _padded_checksum(raw),
                     }
-                    offset += region.numel()
+                    offset += stored
                 modules[module] = {
                     "kernel": kernel.name,
                     "attributes": attributes,
