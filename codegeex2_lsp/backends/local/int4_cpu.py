@@ -12,12 +12,10 @@ Without a C compiler with OpenMP, or off x86-64, there is no such kernel and tor
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import hashlib
 import logging
-import mmap
 import os
 import platform
 import shutil
@@ -78,24 +76,6 @@ class Library:
         if status != 0:
             raise MemoryError("the CPU kernel could not allocate its scratch memory")
         return out
-
-
-def huge_page_bytes(count: int) -> torch.Tensor:
-    """A uint8 tensor of ``count`` bytes in memory that asks the kernel for transparent huge
-    pages. Decode streams every weight once per token; with 4 KiB pages each 4 KiB costs a TLB
-    miss, and on the 6B model's shapes the products read 5-15% faster from 2 MiB pages
-    (benchmarks/BENCHMARKS.md). Only weights mapped from the layout cache are copied here: a
-    first load packing straight into such memory peaked 0.5 GB higher on the 6B model in INT4.
-    Where huge pages are off or unknown (not Linux) this is ordinary memory."""
-    if count == 0:
-        return torch.empty(0, dtype=torch.uint8)
-    region = mmap.mmap(-1, count, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if advice is not None:
-        with contextlib.suppress(OSError):
-            region.madvise(advice)
-    # The tensor holds a reference to the mapping, which lives as long as the tensor.
-    return torch.frombuffer(region, dtype=torch.uint8)
 
 
 def pack(q: torch.Tensor, scale: torch.Tensor, tile_rows: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,10 +5,9 @@ CPU load (tens of seconds for the 6B model); the result depends only on the chec
 precision, the kernel and this code. The first load writes each quantized linear's kernel
 tensors into one file in the user's cache; every later load with the same key maps that file
 and builds the kernels around the mapped tensors, without reading the checkpoint's quantized
-weights at all. The CPU kernels' own weights are copied on from the mapping into memory backed
-by huge pages (see ``int4_cpu.huge_page_bytes``; decode reads them faster there), each mapped
-page given back once copied, so a warm start costs one copy and the checksum pass, and memory
-never holds both copies of the file.
+weights at all. The mapping is shared with the page cache, so a warm start costs little more
+than the checksum pass. (Copying the weights on into huge pages made the products 4-8% faster
+but a warm 6B start several seconds slower, benchmarks/BENCHMARKS.md.)
 
 An entry is a directory named by its key, holding ``weights.bin`` and ``manifest.json``. It is
 written in a temporary directory and renamed into place, so readers never see a partial entry
@@ -21,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import os
 import shutil
 import tempfile
@@ -84,21 +82,6 @@ def kernel_identity() -> dict[str, Any]:
     return {"int4cpu": [library.isa, library.tile_rows] if library is not None else None}
 
 
-_OWN_KERNELS = ("int4cpu", "int8cpu")
-"""The kernels whose tensors are this project's own layout, copied into huge pages on load."""
-
-
-def _give_back(view: mmap.mmap, start: int, length: int) -> None:
-    """Drop the mapped pages wholly inside ``[start, start + length)`` from this process once
-    they are copied; the file's pages stay in the page cache, and nothing here reads them
-    again, so memory never holds the mapping and the copy of the whole file at once."""
-    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    end = (start + length) // mmap.PAGESIZE * mmap.PAGESIZE
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if advice is not None and end > first:
-        view.madvise(advice, first, end - first)
-
-
 def _checksum(data: torch.Tensor) -> int:
     """A sum of the bytes as 64-bit words: one pass at memory speed on torch's threads, and any
     change within one word changes it. Regions are padded to whole words with zeros."""
@@ -157,21 +140,13 @@ class LayoutCache:
             raise ValueError(f"{DATA} has {data_path.stat().st_size} bytes, not {size}")
         # Copy-on-write, as checkpoint shards are mapped: torch wants a writable buffer, and
         # nothing writes to it, so every page stays shared with the page cache.
-        with open(data_path, "rb") as file:
-            view = mmap.mmap(
-                file.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
-            )
-        mapped = torch.frombuffer(view, dtype=torch.uint8)
+        mapped = torch.frombuffer(numpy.memmap(data_path, numpy.uint8, mode="c"), dtype=torch.uint8)
         kernels: dict[str, Kernel] = {}
         for module, saved in manifest["modules"].items():
             tensors = {}
             for name, where in saved["tensors"].items():
                 start, stored = int(where["offset"]), int(where["stored"])
                 region = mapped[start : start + stored]
-                if saved["kernel"] in _OWN_KERNELS:
-                    # Copied on torch's threads, which share the page faults of both sides.
-                    region = int4_cpu.huge_page_bytes(stored).copy_(region)
-                    _give_back(view, start, stored)
                 if _checksum(region) != int(where["checksum"]):
                     raise ValueError(f"{module}.{name} does not match its checksum")
                 shape = [int(n) for n in where["shape"]]
