@@ -45,7 +45,7 @@ SETTINGS: dict[str, tuple[dict[str, str], int | None]] = {
 }
 """name: (environment set before torch starts, torch threads or None for torch's default).
 ``default`` is OpenMP's own (libgomp spins a while before it sleeps); the server sets
-``OMP_WAIT_POLICY=PASSIVE`` unless the user set it, as ``passive`` here."""
+``GOMP_SPINCOUNT=10000`` unless the user set it, as ``spincount10k`` here."""
 
 HOG = "print('spinning', flush=True)\nwhile True: pass"
 """One busy-looping process; it says when it spins, so no measurement starts before it."""

@@ -1,12 +1,13 @@
 """How far the fast quantized kernels are from the exact product of the same integers.
 
-The fast CPU kernels round the activations (``int4cpu`` to int8 per 32 columns, ``dynamic``
-INT8 per token), torch's ``int4pack`` takes bfloat16 activations and scales; ``dequant``
-multiplies the stored integers by their scales in float32, exactly. Every configuration loads
-the same checkpoint of the CodeGeeX2-6B width (``--layers`` deep, random weights), quantized the
-same way, and runs the same prompt of real code; the logits at every position are compared
-with the exact kernel's. The unquantized float32 model is listed too, so the kernels' deviation
-can be set beside the quantization's own error. One JSON line per configuration.
+The fast CPU kernels round the activations (``int4cpu`` and ``int8cpu`` to int8 per 32
+columns, ``dynamic`` INT8 per token), torch's ``int4pack`` takes bfloat16 activations and
+scales; ``dequant`` multiplies the stored integers by their scales in float32, exactly. Every
+configuration loads the same checkpoint of the CodeGeeX2-6B width (``--layers`` deep, random
+weights), quantized the same way, and runs the same prompt of real code; the logits at every
+position are compared with the exact kernel's. The unquantized float32 model is listed too, so
+the kernels' deviation can be set beside the quantization's own error. One JSON line per
+configuration.
 
     python benchmarks/bench_fidelity.py --layers 4 --workdir /tmp/fidelity --tokens 512
 """
@@ -34,6 +35,7 @@ CONFIGS = {
     "int4-int4cpu": ("int4", "int4cpu", torch.float32),
     "int4-int4pack-bf16": ("int4", "int4pack", torch.bfloat16),
     "int8-exact": ("int8", "dequant", torch.float32),
+    "int8-int8cpu": ("int8", "int8cpu", torch.float32),
     "int8-dynamic": ("int8", "dynamic", torch.float32),
     "float32": ("none", None, torch.float32),
 }
