@@ -205,7 +205,7 @@ class LayoutCache:
                     stored = raw.numel() + (-raw.numel()) % _ALIGN
                     # Written from the tensor's own memory, the padding after it: a copy of a
                     # 100 MB weight here would raise the first load's peak by as much.
-                    data.write(memoryview(raw.numpy()))
+                    data.write(raw.numpy().data)
                     data.write(bytes(stored - raw.numel()))
                     places[name] = {
                         "dtype": str(tensor.dtype).removeprefix("torch."),
