@@ -129,14 +129,20 @@ static void quantize_rows(const float *x, int64_t m, int64_t k, int offset, int8
     }
 }
 
+/* Vector loads per block of 32 columns: a load holds 4 columns of every row of the tile, twice
+ * over (low and high nibbles) for INT4. */
+#define LOADS_PER_BLOCK(bits) (BLOCK * (bits) / 32)
+
 #if ISA > 0
-/* One tile of TILE_ROWS output rows for `rows` activation rows; `rows` is a constant in each
- * inlined call, so the accumulators stay in registers. Low and high nibbles sum into separate
- * registers, two independent dot-product chains per row. The weights are prefetched 2 KiB
- * ahead: the hardware prefetcher alone leaves batch-1 decode short of the memory's speed. */
+/* One tile of TILE_ROWS output rows for `rows` activation rows of `bits`-bit weights; `rows`
+ * and `bits` are constants in each inlined call, so the accumulators stay in registers and the
+ * other width's branch is gone. Two independent dot-product chains per row (INT4: low and high
+ * nibbles; INT8: alternate loads). The weights are prefetched ahead: the hardware prefetcher
+ * alone leaves batch-1 decode short of the memory's speed. */
 static inline __attribute__((always_inline)) void tile_rows(
     const uint8_t *w, const float *wscale, int64_t k, int64_t group, const int8_t *xq,
-    const float *xscale, const int32_t *sum8, float *y, int64_t ldy, const int rows) {
+    const float *xscale, const int32_t *sum8, float *y, int64_t ldy, const int rows,
+    const int bits) {
     int64_t blocks = k / BLOCK;
     int64_t blocks_per_group = group / BLOCK;
     fvec out[ROWS_AT_ONCE];
@@ -147,49 +153,23 @@ static inline __attribute__((always_inline)) void tile_rows(
             ivec acc[ROWS_AT_ONCE][2];
             for (int r = 0; r < rows; r++)
                 for (int a = 0; a < 2; a++) acc[r][a] = IZERO();
-            const uint8_t *chunk = w + b * (BLOCK / 8) * TILE_ROWS * 4;
-            for (int c = 0; c < BLOCK / 8; c++) {
+            const uint8_t *chunk = w + b * LOADS_PER_BLOCK(bits) * TILE_ROWS * 4;
+            for (int c = 0; c < LOADS_PER_BLOCK(bits); c++) {
                 _mm_prefetch((const char *)(chunk + c * TILE_ROWS * 4 + PREFETCH), _MM_HINT_T0);
                 ivec v = LOAD(chunk + c * TILE_ROWS * 4);
-                ivec low = NIBBLES_LOW(v);
-                ivec high = NIBBLES_HIGH(v);
-                for (int r = 0; r < rows; r++) {
-                    const int8_t *xs = xq + r * k + b * BLOCK + c * 8;
-                    acc[r][0] = DOT(acc[r][0], low, BROADCAST32(xs));
-                    acc[r][1] = DOT(acc[r][1], high, BROADCAST32(xs + 4));
-                }
-            }
-            for (int r = 0; r < rows; r++) {
-                ivec total = IADD(acc[r][0], acc[r][1]);
-                ivec exact = ISUB(total, ISET1(sum8[r * blocks + b]));
-                out[r] = FMA(TOFLOAT(exact), FMUL(s, FSET1(xscale[r * blocks + b])), out[r]);
-            }
-        }
-    }
-    for (int r = 0; r < rows; r++) FSTORE(y + r * ldy, out[r]);
-}
-
-/* The same for INT8 weights: per block, 8 vector loads of 4 columns each. */
-static inline __attribute__((always_inline)) void tile_rows8(
-    const uint8_t *w, const float *wscale, int64_t k, int64_t group, const int8_t *xq,
-    const float *xscale, const int32_t *sum8, float *y, int64_t ldy, const int rows) {
-    int64_t blocks = k / BLOCK;
-    int64_t blocks_per_group = group / BLOCK;
-    fvec out[ROWS_AT_ONCE];
-    for (int r = 0; r < rows; r++) out[r] = FZERO();
-    for (int64_t g = 0; g < k / group; g++) {
-        fvec s = FLOAD(wscale + g * TILE_ROWS);
-        for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; b++) {
-            ivec acc[ROWS_AT_ONCE][2];
-            for (int r = 0; r < rows; r++)
-                for (int a = 0; a < 2; a++) acc[r][a] = IZERO();
-            const uint8_t *chunk = w + b * (BLOCK / 4) * TILE_ROWS * 4;
-            for (int c = 0; c < BLOCK / 4; c++) {
-                _mm_prefetch((const char *)(chunk + c * TILE_ROWS * 4 + PREFETCH), _MM_HINT_T0);
-                ivec v = LOAD(chunk + c * TILE_ROWS * 4);
-                for (int r = 0; r < rows; r++) {
-                    const int8_t *xs = xq + r * k + b * BLOCK + c * 4;
-                    acc[r][c & 1] = DOT8(acc[r][c & 1], v, BROADCAST32(xs));
+                if (bits == 4) {
+                    ivec low = NIBBLES_LOW(v);
+                    ivec high = NIBBLES_HIGH(v);
+                    for (int r = 0; r < rows; r++) {
+                        const int8_t *xs = xq + r * k + b * BLOCK + c * 8;
+                        acc[r][0] = DOT(acc[r][0], low, BROADCAST32(xs));
+                        acc[r][1] = DOT(acc[r][1], high, BROADCAST32(xs + 4));
+                    }
+                } else {
+                    for (int r = 0; r < rows; r++) {
+                        const int8_t *xs = xq + r * k + b * BLOCK + c * 4;
+                        acc[r][c & 1] = DOT8(acc[r][c & 1], v, BROADCAST32(xs));
+                    }
                 }
             }
             for (int r = 0; r < rows; r++) {
@@ -204,7 +184,7 @@ static inline __attribute__((always_inline)) void tile_rows8(
 #else
 static void tile_rows(const uint8_t *w, const float *wscale, int64_t k, int64_t group,
                       const int8_t *xq, const float *xscale, const int32_t *sum8, float *y,
-                      int64_t ldy, const int rows) {
+                      int64_t ldy, const int rows, const int bits) {
     int64_t blocks = k / BLOCK;
     for (int r = 0; r < rows; r++) {
         for (int t = 0; t < TILE_ROWS; t++) {
@@ -213,38 +193,18 @@ static void tile_rows(const uint8_t *w, const float *wscale, int64_t k, int64_t 
                 float grouped = 0.0f;
                 for (int64_t b = g * (group / BLOCK); b < (g + 1) * (group / BLOCK); b++) {
                     int32_t acc = 0;
-                    for (int c = 0; c < BLOCK / 8; c++) {
-                        const uint8_t *bytes = w + ((b * (BLOCK / 8) + c) * TILE_ROWS + t) * 4;
-                        const int8_t *xs = xq + r * k + b * BLOCK + c * 8;
+                    for (int c = 0; c < LOADS_PER_BLOCK(bits); c++) {
+                        const uint8_t *bytes =
+                            w + ((b * LOADS_PER_BLOCK(bits) + c) * TILE_ROWS + t) * 4;
                         for (int j = 0; j < 4; j++) {
-                            acc += (bytes[j] & 0x0F) * xs[j] + (bytes[j] >> 4) * xs[4 + j];
+                            if (bits == 4) {
+                                const int8_t *xs = xq + r * k + b * BLOCK + c * 8;
+                                acc += (bytes[j] & 0x0F) * xs[j] + (bytes[j] >> 4) * xs[4 + j];
+                            } else {
+                                const int8_t *xs = xq + r * k + b * BLOCK + c * 4;
+                                acc += (int8_t)bytes[j] * xs[j];
+                            }
                         }
-                    }
-                    grouped += (float)(acc - sum8[r * blocks + b]) * xscale[r * blocks + b];
-                }
-                out += grouped * wscale[g * TILE_ROWS + t];
-            }
-            y[r * ldy + t] = out;
-        }
-    }
-}
-
-static void tile_rows8(const uint8_t *w, const float *wscale, int64_t k, int64_t group,
-                       const int8_t *xq, const float *xscale, const int32_t *sum8, float *y,
-                       int64_t ldy, const int rows) {
-    int64_t blocks = k / BLOCK;
-    for (int r = 0; r < rows; r++) {
-        for (int t = 0; t < TILE_ROWS; t++) {
-            float out = 0.0f;
-            for (int64_t g = 0; g < k / group; g++) {
-                float grouped = 0.0f;
-                for (int64_t b = g * (group / BLOCK); b < (g + 1) * (group / BLOCK); b++) {
-                    int32_t acc = 0;
-                    for (int c = 0; c < BLOCK / 4; c++) {
-                        const int8_t *q =
-                            (const int8_t *)w + ((b * (BLOCK / 4) + c) * TILE_ROWS + t) * 4;
-                        const int8_t *xs = xq + r * k + b * BLOCK + c * 4;
-                        for (int j = 0; j < 4; j++) acc += q[j] * xs[j];
                     }
                     grouped += (float)(acc - sum8[r * blocks + b]) * xscale[r * blocks + b];
                 }
@@ -256,8 +216,7 @@ static void tile_rows8(const uint8_t *w, const float *wscale, int64_t k, int64_t
 }
 #endif
 
-#define TILE_CALL(kernel, rows)                                                            \
-    kernel(tw, ts, k, group, rx, rs, r8, ry, n, rows)
+#define TILE_CALL(rows, bits) tile_rows(tw, ts, k, group, rx, rs, r8, ry, n, rows, bits)
 
 /* y[m, n] = x[m, k] @ W.T for `bits` 4 or 8. w: the tiled weights, n * k * bits / 8 bytes;
  * wscale: n * k / group floats in tile order. k is a multiple of 32 and of group, group a
@@ -290,20 +249,20 @@ static int matmul(int bits, const float *x, int64_t m, int64_t k, const uint8_t 
             const int32_t *r8 = sum8 + r * blocks;
             float *ry = y + r * n + t * TILE_ROWS;
             int rows = left >= ROWS_AT_ONCE ? ROWS_AT_ONCE : (int)left;
-            /* `rows` a constant in each call, so the accumulators stay in registers. */
+            /* `rows` and `bits` constants in each call, so each call is its own code. */
             if (bits == 4) {
                 switch (rows) {
-                case 1: TILE_CALL(tile_rows, 1); break;
-                case 2: TILE_CALL(tile_rows, 2); break;
-                case 3: TILE_CALL(tile_rows, 3); break;
-                default: TILE_CALL(tile_rows, 4); break;
+                case 1: TILE_CALL(1, 4); break;
+                case 2: TILE_CALL(2, 4); break;
+                case 3: TILE_CALL(3, 4); break;
+                default: TILE_CALL(4, 4); break;
                 }
             } else {
                 switch (rows) {
-                case 1: TILE_CALL(tile_rows8, 1); break;
-                case 2: TILE_CALL(tile_rows8, 2); break;
-                case 3: TILE_CALL(tile_rows8, 3); break;
-                default: TILE_CALL(tile_rows8, 4); break;
+                case 1: TILE_CALL(1, 8); break;
+                case 2: TILE_CALL(2, 8); break;
+                case 3: TILE_CALL(3, 8); break;
+                default: TILE_CALL(4, 8); break;
                 }
             }
         }

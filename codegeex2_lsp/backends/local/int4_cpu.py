@@ -78,20 +78,34 @@ class Library:
         return out
 
 
+def _check_tiles(
+    q: torch.Tensor, scale: torch.Tensor, tile_rows: int, width: str
+) -> tuple[int, int]:
+    """q's rows and columns, where the kernel takes its shape; ValueError, naming it, where not."""
+    rows, columns = q.shape
+    groups = scale.shape[1]
+    group = columns // groups
+    if rows % tile_rows or columns % BLOCK or group % BLOCK or group * groups != columns:
+        raise ValueError(
+            f"the {width} CPU kernel takes rows in multiples of {tile_rows} and groups of "
+            f"multiples of {BLOCK} columns, not a [{rows}, {columns}] weight in groups of {group}"
+        )
+    return rows, columns
+
+
+def _tiled_scales(scale: torch.Tensor, tile_rows: int) -> torch.Tensor:
+    """[N, groups] -> float32 [N / tile, groups, tile]: one vector load per tile and group."""
+    rows, groups = scale.shape
+    return scale.float().reshape(rows // tile_rows, tile_rows, groups).permute(0, 2, 1).contiguous()
+
+
 def pack(q: torch.Tensor, scale: torch.Tensor, tile_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The C kernel's layout (see int4_cpu.c) for q: int8 [N, K] in [-8, 7], scale: [N, groups].
 
     Returns the nibbles, uint8 [N * K / 2], and the scales, float32 [N / tile, groups, tile].
     Raises ValueError for shapes the kernel does not take.
     """
-    rows, columns = q.shape
-    groups = scale.shape[1]
-    group = columns // groups
-    if rows % tile_rows or columns % BLOCK or group % BLOCK or group * groups != columns:
-        raise ValueError(
-            f"the INT4 CPU kernel takes rows in multiples of {tile_rows} and groups of "
-            f"multiples of {BLOCK} columns, not a [{rows}, {columns}] weight in groups of {group}"
-        )
+    rows, columns = _check_tiles(q, scale, tile_rows, "INT4")
     packed = torch.empty(rows * columns // 2, dtype=torch.uint8)
     step = _KERNEL_PACK_ROWS - _KERNEL_PACK_ROWS % tile_rows
     for start in range(0, rows, step):
@@ -104,8 +118,7 @@ def pack(q: torch.Tensor, scale: torch.Tensor, tile_rows: int) -> tuple[torch.Te
         nibbles = unsigned[..., 0, :] | (unsigned[..., 1, :] << 4)
         tiled = nibbles.permute(0, 2, 1, 3).reshape(-1)
         packed[start * columns // 2 : (start + count) * columns // 2] = tiled
-    tiled_scale = scale.float().reshape(rows // tile_rows, tile_rows, groups).permute(0, 2, 1)
-    return packed, tiled_scale.contiguous()
+    return packed, _tiled_scales(scale, tile_rows)
 
 
 def pack8(
@@ -117,14 +130,7 @@ def pack8(
     Returns the bytes, uint8 [N * K], and the scales, float32 [N / tile, groups, tile]. Raises
     ValueError for shapes the kernel does not take.
     """
-    rows, columns = q.shape
-    groups = scale.shape[1]
-    group = columns // groups
-    if rows % tile_rows or columns % BLOCK or group % BLOCK or group * groups != columns:
-        raise ValueError(
-            f"the INT8 CPU kernel takes rows in multiples of {tile_rows} and groups of "
-            f"multiples of {BLOCK} columns, not a [{rows}, {columns}] weight in groups of {group}"
-        )
+    rows, columns = _check_tiles(q, scale, tile_rows, "INT8")
     packed = torch.empty(rows * columns, dtype=torch.uint8)
     step = _KERNEL_PACK_ROWS - _KERNEL_PACK_ROWS % tile_rows
     for start in range(0, rows, step):
@@ -133,8 +139,7 @@ def pack8(
         # Per tile and 4 columns, the 4 bytes of each row in turn.
         tiled = block.reshape(count // tile_rows, tile_rows, columns // 4, 4).permute(0, 2, 1, 3)
         packed[start * columns : (start + count) * columns] = tiled.reshape(-1)
-    tiled_scale = scale.float().reshape(rows // tile_rows, tile_rows, groups).permute(0, 2, 1)
-    return packed, tiled_scale.contiguous()
+    return packed, _tiled_scales(scale, tile_rows)
 
 
 def _compiler() -> str | None:
