@@ -6,8 +6,8 @@ precision, the kernel and this code. The first load writes each quantized linear
 tensors into one file in the user's cache; every later load with the same key maps that file
 and builds the kernels around the mapped tensors, without reading the checkpoint's quantized
 weights at all. The mapping is shared with the page cache, so a warm start costs little more
-than the checksum pass. (Copying the weights on into huge pages made the products 4-8% faster
-but a warm 6B start several seconds slower, benchmarks/BENCHMARKS.md.)
+than the checksum pass. (Copying the weights on into huge pages made the products a few percent
+faster but a warm 6B start several seconds slower, benchmarks/BENCHMARKS.md.)
 
 An entry is a directory named by its key, holding ``weights.bin`` and ``manifest.json``. It is
 written in a temporary directory and renamed into place, so readers never see a partial entry

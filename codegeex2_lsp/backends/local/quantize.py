@@ -11,8 +11,8 @@ instead of producing garbage:
 
 - ``int8cpu``: the INT8 path of this project's CPU kernel (below): activations quantized to
   int8 per 32 columns, byte dot products against the stored integers. On the 6B model's shapes
-  it decodes a little faster than ``dynamic`` and prefills about a fifth slower, and its layout
-  is plain tensors that a later start maps from the layout cache instead of packing again.
+  its products took up to a fifth longer than ``dynamic``'s, but its layout is plain tensors
+  that a later start maps from the layout cache instead of packing again, and it rounds less.
 - ``dynamic``: torch's dynamic INT8 linear (fbgemm/x86 on CPU). Activations are quantized per
   token on the fly; fbgemm packs the weights into a form of its own at every start.
 - ``int8pack``: torch's weight-only INT8 matmul (CUDA, MPS; CPU with 16-bit activations).
@@ -395,10 +395,11 @@ def restore_kernel(
 def kernel_candidates(device: torch.device, dtype: torch.dtype, bits: int) -> tuple[str, ...]:
     """Kernels to try, fastest first, for weights on ``device`` with activations in ``dtype``.
 
-    On CPU (measured, see benchmarks/BENCHMARKS.md) this project's kernels come first: they
-    decode at least as fast as torch's and load from the layout cache. The dynamic INT8 linear
-    beats the weight-only INT8 matmul several times over; torch's INT4 kernel is slow with
-    float32 activations and so is only tried in bfloat16.
+    On CPU (measured, see benchmarks/BENCHMARKS.md) this project's kernels come first: a later
+    start maps their layout from the layout cache in seconds, INT4's decodes faster than torch's,
+    and INT8's comes within a fifth of the dynamic INT8 linear, which beats the weight-only INT8
+    matmul several times over. torch's INT4 kernel is slow with float32 activations and so is
+    only tried in bfloat16.
     """
     if bits == 8:
         if device.type == "cpu":
