@@ -301,18 +301,21 @@ class Int4CpuKernel(Kernel):
     """
 
     name = "int4cpu"
+    width = 4
+    """Bits per weight; the kernel's INT8 path is :class:`Int8CpuKernel`."""
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
         nn.Module.__init__(self)
         library = int4_cpu.fast_library() if q.device.type == "cpu" else None
         if library is None:
-            raise RuntimeError("the INT4 CPU kernel is not available on this machine")
-        self.bits = 4
+            raise RuntimeError(f"the INT{self.width} CPU kernel is not available on this machine")
+        self.bits = self.width
         self.dtype = dtype
         self.library = library
         self.rows = q.shape[0]
         self.group_size = q.shape[1] // scale.shape[1]
-        packed, tiled_scale = int4_cpu.pack(q, scale, library.tile_rows)
+        pack = int4_cpu.pack if self.width == 4 else int4_cpu.pack8
+        packed, tiled_scale = pack(q, scale, library.tile_rows)
         self.register_buffer("packed", packed)
         self.register_buffer("scale", tiled_scale)
 
@@ -356,20 +359,7 @@ class Int8CpuKernel(Int4CpuKernel):
     is plain tensors, so a later load maps it from the layout cache."""
 
     name = "int8cpu"
-
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
-        nn.Module.__init__(self)
-        library = int4_cpu.fast_library() if q.device.type == "cpu" else None
-        if library is None:
-            raise RuntimeError("the INT8 CPU kernel is not available on this machine")
-        self.bits = 8
-        self.dtype = dtype
-        self.library = library
-        self.rows = q.shape[0]
-        self.group_size = q.shape[1] // scale.shape[1]
-        packed, tiled_scale = int4_cpu.pack8(q, scale, library.tile_rows)
-        self.register_buffer("packed", packed)
-        self.register_buffer("scale", tiled_scale)
+    width = 8
 
 
 _KERNELS: dict[str, type[Kernel]] = {
@@ -393,7 +383,7 @@ def restore_kernel(
 
 
 def kernel_candidates(device: torch.device, dtype: torch.dtype, bits: int) -> tuple[str, ...]:
-    """Kernels to try, fastest first, for weights on ``device`` with activations in ``dtype``.
+    """Kernels to try, best first, for weights on ``device`` with activations in ``dtype``.
 
     On CPU (measured, see benchmarks/BENCHMARKS.md) this project's kernels come first: a later
     start maps their layout from the layout cache in seconds, INT4's decodes faster than torch's,
