@@ -46,6 +46,9 @@ PROMPTS = {
 
 LONG = SamplingParams(max_new_tokens=1500)
 
+STAGING_ATTEMPTS = 5
+"""Times a scene that the machine's load can spoil is set up before the test gives up."""
+
 BLOCK_TOKENS = 128
 
 
@@ -135,25 +138,41 @@ def test_the_early_stop_aborts_the_request_inside_vllm(
 ) -> None:
     """The stop rule fires at the first text and holds vLLM's scheduler there, so the request
     is still inside vLLM when the client closes the stream: vLLM must log the abort of that
-    very request and generate nothing more for it once resumed."""
-    before = settle(vllm)
-    since = vllm.log_size()
+    very request and generate nothing more for it once resumed.
+
+    A client starved of the CPU can read its first text only after vLLM has run the whole
+    request; then nothing is left inside vLLM to abort, and the scene is set again (vLLM's
+    metrics, read while it is held, say which happened)."""
+    held: list[bool] = []
 
     def stop_and_hold(text: str) -> bool:
         if not text:
             return False
         vllm.pause()
+        metrics = vllm.metrics()
+        inside = metrics["vllm:num_requests_running"] + metrics["vllm:num_requests_waiting"]
+        held.append(inside > 0)
         return True
 
-    try:
-        result = remote.generate(
-            local.tokenizer.prompt_ids(PROMPTS["c"]), LONG, should_stop=stop_and_hold
-        )
-        request_id = vllm.wait_for_log(r"Added request (\S+)\.", since).group(1)
-        vllm.wait_for_log(rf"Aborted request\(s\) [^\n]*{re.escape(request_id)}", since)
-    finally:
-        vllm.resume()
-    after = settle(vllm)
+    for _ in range(STAGING_ATTEMPTS):
+        before = settle(vllm)
+        since = vllm.log_size()
+        held.clear()
+
+        try:
+            result = remote.generate(
+                local.tokenizer.prompt_ids(PROMPTS["c"]), LONG, should_stop=stop_and_hold
+            )
+            if held[:1] == [True]:
+                request_id = vllm.wait_for_log(r"Added request (\S+)\.", since).group(1)
+                vllm.wait_for_log(rf"Aborted request\(s\) [^\n]*{re.escape(request_id)}", since)
+        finally:
+            vllm.resume()
+        after = settle(vllm)
+        if held[:1] == [True]:
+            break
+    else:
+        pytest.fail(f"vLLM ran the whole request before the first text {STAGING_ATTEMPTS} times")
     assert result.finish_reason == "stop"
     assert after["vllm:num_requests_running"] + after["vllm:num_requests_waiting"] == 0
     produced = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
