@@ -63,7 +63,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_name
+from machine import cpu_name, read_speeds
 
 FTLLM = "ftllm==1.9.0"
 CHATGLM_CPP = "chatglm-cpp==0.4.2"
@@ -508,24 +508,17 @@ def gguf_weight_bytes(path: Path) -> int:
 
 
 def measure_bandwidth(threads: int) -> dict[str, Any]:
-    """The memory's read speed here, as torch sums a 2 GB array on ``threads`` threads: the
-    bound a decode step that reads every weight once can approach."""
+    """The memory's read speed here, on the same threads as the engines."""
     import torch
 
     torch.set_num_threads(threads)
-    data = torch.ones(2**29, dtype=torch.float32)
-    seconds = []
-    for _ in range(6):
-        started = time.perf_counter()
-        data.sum()
-        seconds.append(time.perf_counter() - started)
-    best = min(seconds[1:])
+    speeds = read_speeds()
     return {
         "config": "bandwidth",
         "version": f"torch {torch.__version__}, float32 sum of 2 GiB",
         "threads": threads,
-        "read_gb_s": round(data.nbytes / best / 1e9, 1),
-        "read_gb_s_median": round(data.nbytes / statistics.median(seconds[1:]) / 1e9, 1),
+        "read_gb_s": round(max(speeds), 1),
+        "read_gb_s_median": round(statistics.median(speeds), 1),
     }
 
 
